@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Idempotent set-up: a project-local Python venv with PyTorch 2.11.0 (the libtorch that `tch`
+# 0.24 links against) plus the Python packages the parity tests use, and the libtorch link
+# `third_party/libtorch` that `.cargo/config.toml` points at. Fast when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_VERSION=2.11.0
+PY=${PYTHON:-python3}
+
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.t3d-setup-$TORCH_VERSION
+if [ ! -f "$stamp" ]; then
+  .venv/bin/pip install --disable-pip-version-check -q "torch==$TORCH_VERSION"
+  .venv/bin/pip install --disable-pip-version-check -q transformers safetensors numpy openai
+  touch "$stamp"
+fi
+
+torch_dir=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+# torch-sys skips its version check without this file; write the exact version it expects.
+echo "$TORCH_VERSION" > "$torch_dir/build-version"
+mkdir -p third_party
+ln -sfn "$torch_dir" third_party/libtorch

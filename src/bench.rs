@@ -1,0 +1,190 @@
+//! `t3d bench`: engine-only decoding throughput (no HTTP) over batch sizes and steps per block,
+//! for a checkpoint or a random model of a named shape. Prints a table and writes JSON.
+
+use std::time::Instant;
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::config::BenchArgs;
+use crate::engine::{generate, DenoiseParams, GenerationParams, SpecialIds, StopParams};
+use crate::model::{checkpoint, parse_device, parse_dtype, Sdar, SdarConfig};
+
+/// One measured setting.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    /// Sequences decoded together.
+    pub batch: usize,
+    /// Tokens per block.
+    pub block_size: usize,
+    /// Denoising steps per block.
+    pub steps_per_block: usize,
+    /// Completion tokens produced (all sequences).
+    pub tokens: u64,
+    /// Model forward passes.
+    pub forwards: u64,
+    /// Completion tokens per sequence per forward.
+    pub tokens_per_forward: f64,
+    /// Median wall time of one run, seconds.
+    pub seconds: f64,
+    /// Completion tokens per second (all sequences).
+    pub tokens_per_second: f64,
+    /// Milliseconds per forward.
+    pub ms_per_forward: f64,
+}
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    /// Checkpoint path or `random:<shape>`.
+    pub model: String,
+    /// Parameters.
+    pub parameters: i64,
+    /// Device name.
+    pub device: String,
+    /// dtype name.
+    pub dtype: String,
+    /// Prompt length.
+    pub prompt_len: usize,
+    /// Completion tokens per sequence.
+    pub gen_tokens: usize,
+    /// One row per (batch, steps).
+    pub rows: Vec<BenchRow>,
+}
+
+/// Runs the benchmark described by `args`.
+pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
+    let device = parse_device(&args.device.device).map_err(anyhow::Error::msg)?;
+    let kind = parse_dtype(&args.device.dtype).map_err(anyhow::Error::msg)?;
+    let (loaded, name) = match &args.model {
+        Some(dir) => (
+            checkpoint::load(dir, device, kind)?,
+            dir.display().to_string(),
+        ),
+        None => {
+            let cfg = SdarConfig::named_shape(&args.shape, 260).map_err(anyhow::Error::msg)?;
+            (
+                checkpoint::random(&cfg, device, kind, 0),
+                format!("random:{}", args.shape),
+            )
+        }
+    };
+    let special = SpecialIds {
+        eos: -1,
+        mask: loaded.config.mask_token_id.unwrap_or(0),
+    };
+    let mut rows = Vec::new();
+    for &batch in &args.batch_sizes {
+        for &steps in &args.steps {
+            let row = measure(&loaded.model, special, args, batch, steps)?;
+            eprintln!("{}", format_row(&row));
+            rows.push(row);
+        }
+    }
+    Ok(BenchReport {
+        model: name,
+        parameters: loaded.config.num_parameters(),
+        device: format!("{device:?}"),
+        dtype: args.device.dtype.clone(),
+        prompt_len: args.prompt_len,
+        gen_tokens: args.gen_tokens,
+        rows,
+    })
+}
+
+fn requests(
+    args: &BenchArgs,
+    vocab: i64,
+    batch: usize,
+    steps: usize,
+) -> Vec<(Vec<i64>, GenerationParams)> {
+    let mut rng = StdRng::seed_from_u64(7);
+    let params = GenerationParams {
+        denoise: DenoiseParams {
+            block_size: args.block_size,
+            steps_per_block: steps,
+            ..DenoiseParams::default()
+        },
+        stop: StopParams {
+            max_tokens: args.gen_tokens,
+            ignore_eos: true,
+            ..StopParams::default()
+        },
+        ..GenerationParams::default()
+    };
+    (0..batch)
+        .map(|_| {
+            (
+                (0..args.prompt_len)
+                    .map(|_| rng.random_range(0..vocab.min(256)))
+                    .collect(),
+                params.clone(),
+            )
+        })
+        .collect()
+}
+
+fn measure(
+    model: &Sdar,
+    special: SpecialIds,
+    args: &BenchArgs,
+    batch: usize,
+    steps: usize,
+) -> anyhow::Result<BenchRow> {
+    let reqs = requests(args, model.config().vocab_size, batch, steps);
+    for _ in 0..args.warmup {
+        generate(model, special, None, &reqs, batch)?;
+    }
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..args.repeats.max(1) {
+        let start = Instant::now();
+        let (_, stats) = generate(model, special, None, &reqs, batch)?;
+        sync(model.device());
+        times.push(start.elapsed().as_secs_f64());
+        last = Some(stats);
+    }
+    times.sort_by(f64::total_cmp);
+    let seconds = times[times.len() / 2];
+    let stats = last.unwrap_or_default();
+    Ok(BenchRow {
+        batch,
+        block_size: args.block_size,
+        steps_per_block: steps,
+        tokens: stats.tokens,
+        forwards: stats.forwards,
+        tokens_per_forward: stats.tokens as f64 / batch as f64 / stats.forwards.max(1) as f64,
+        seconds,
+        tokens_per_second: stats.tokens as f64 / seconds,
+        ms_per_forward: seconds * 1e3 / stats.forwards.max(1) as f64,
+    })
+}
+
+fn sync(device: tch::Device) {
+    if let tch::Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// The table header matching [`format_row`].
+pub fn header() -> String {
+    format!(
+        "{:>5} {:>3} {:>3} {:>8} {:>8} {:>9} {:>10} {:>9}",
+        "batch", "b", "S", "tokens", "forwards", "tok/fwd", "tok/s", "ms/fwd"
+    )
+}
+
+/// One table line.
+pub fn format_row(r: &BenchRow) -> String {
+    format!(
+        "{:>5} {:>3} {:>3} {:>8} {:>8} {:>9.2} {:>10.1} {:>9.2}",
+        r.batch,
+        r.block_size,
+        r.steps_per_block,
+        r.tokens,
+        r.forwards,
+        r.tokens_per_forward,
+        r.tokens_per_second,
+        r.ms_per_forward
+    )
+}

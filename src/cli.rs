@@ -1,0 +1,100 @@
+//! The `generate` and `init` subcommands (the thin `main` dispatches here).
+
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::config::{DeviceArgs, GenerateArgs, InitArgs};
+use crate::engine::{generate, SpecialIds};
+use crate::model::checkpoint::{self, SaveOptions};
+use crate::model::tokenizer::{
+    write_byte_tokenizer, ChatMessage, TextTokenizer, BYTE_SPECIAL_TOKENS,
+};
+use crate::model::{parse_device, parse_dtype, SdarConfig};
+
+/// Applies `--threads` and returns the device and dtype.
+pub fn setup_device(args: &DeviceArgs) -> anyhow::Result<(tch::Device, tch::Kind)> {
+    if args.threads > 0 {
+        tch::set_num_threads(args.threads);
+    }
+    let device = parse_device(&args.device).map_err(anyhow::Error::msg)?;
+    let kind = parse_dtype(&args.dtype).map_err(anyhow::Error::msg)?;
+    Ok((device, kind))
+}
+
+/// `t3d generate`: decodes one prompt, prints the text, then one line of stats on stderr.
+pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
+    let (device, kind) = setup_device(&args.device)?;
+    let loaded = checkpoint::load(&args.model, device, kind)?;
+    let tokenizer = TextTokenizer::from_dir(&args.model, &loaded.config)?;
+    let cfg = &loaded.config;
+    let params = args
+        .decode
+        .params(cfg.block_size.unwrap_or(4), cfg.default_steps_per_block());
+    params.validate().map_err(anyhow::Error::msg)?;
+    let text = if args.chat {
+        let msg = ChatMessage {
+            role: "user".into(),
+            content: args.prompt.clone(),
+        };
+        tokenizer.apply_chat_template(&[msg], true)?
+    } else {
+        args.prompt.clone()
+    };
+    let prompt = tokenizer.encode(&text)?;
+    anyhow::ensure!(!prompt.is_empty(), "the prompt encodes to no tokens");
+    let special = SpecialIds {
+        eos: tokenizer.eos_id,
+        mask: tokenizer.mask_id,
+    };
+    let start = Instant::now();
+    let (outputs, stats) = generate(
+        &loaded.model,
+        special,
+        Some(&tokenizer),
+        &[(prompt, params.clone())],
+        1,
+    )?;
+    let seconds = start.elapsed().as_secs_f64();
+    let out = &outputs[0];
+    println!("{}", out.text);
+    eprintln!(
+        "[t3d] b={} S={} tokens={} forwards={} tokens/forward={:.2} tokens/s={:.1} finish={}",
+        params.denoise.block_size,
+        params.denoise.steps_per_block,
+        out.tokens.len(),
+        stats.forwards,
+        out.tokens.len() as f64 / stats.forwards.max(1) as f64,
+        out.tokens.len() as f64 / seconds,
+        out.finish_reason.as_str()
+    );
+    Ok(())
+}
+
+/// `t3d init`: writes a random-init SDAR checkpoint with a byte-level tokenizer.
+pub fn run_init(args: &InitArgs) -> anyhow::Result<()> {
+    let vocab = 256 + BYTE_SPECIAL_TOKENS.len() as i64;
+    let mut config = SdarConfig::named_shape(&args.shape, vocab).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        config.vocab_size == vocab,
+        "shape `{}` needs its own tokenizer; only tiny and small can be initialised",
+        args.shape
+    );
+    config.eos_token_id = Some(256);
+    config.mask_token_id = Some(257);
+    let loaded = checkpoint::random(&config, tch::Device::Cpu, tch::Kind::Float, args.seed);
+    let staging = tempfile::tempdir().context("creating a temporary directory")?;
+    write_byte_tokenizer(staging.path())?;
+    let opts = SaveOptions {
+        tokenizer_from: Some(staging.path().to_path_buf()),
+        ..SaveOptions::default()
+    };
+    checkpoint::save(&args.out, &loaded.vars, &config, &opts)?;
+    eprintln!(
+        "[t3d] wrote {} ({} parameters, shape {})",
+        args.out.display(),
+        config.num_parameters(),
+        args.shape
+    );
+    Ok(())
+}

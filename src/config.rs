@@ -1,0 +1,176 @@
+//! Command-line arguments of every subcommand (clap derive; every flag also reads a `T3D_*`
+//! environment variable). Conversion into engine types happens here, once.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::{DenoiseParams, GenerationParams, Remasking, SamplingParams, StopParams};
+
+/// t3d: few-step block-diffusion LMs (SDAR) and their T3D distillation.
+#[derive(Debug, Parser)]
+#[command(name = "t3d", version, about)]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Decode one prompt and print the text and one line of stats.
+    Generate(GenerateArgs),
+    /// Engine-only throughput over batch sizes and steps per block (table + JSON).
+    Bench(BenchArgs),
+    /// Write a randomly initialised SDAR checkpoint of a named shape (with a byte-level tokenizer).
+    Init(InitArgs),
+}
+
+/// Where the model runs.
+#[derive(Debug, Clone, Args)]
+pub struct DeviceArgs {
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, env = "T3D_DEVICE", default_value = "cpu")]
+    pub device: String,
+    /// Weight and activation dtype: f32, bf16 or f16.
+    #[arg(long, env = "T3D_DTYPE", default_value = "f32")]
+    pub dtype: String,
+    /// libtorch intra-op threads (0 = libtorch's default).
+    #[arg(long, env = "T3D_THREADS", default_value_t = 0)]
+    pub threads: i32,
+}
+
+/// Block-diffusion and sampling knobs shared by `generate` and `bench`.
+#[derive(Debug, Clone, Args)]
+pub struct DecodeArgs {
+    /// Tokens per block (default: the model's `block_size`).
+    #[arg(long, env = "T3D_BLOCK_SIZE")]
+    pub block_size: Option<usize>,
+    /// Denoising steps per block (default: the model's `t3d_steps_per_block`, else full-step).
+    #[arg(long, env = "T3D_STEPS_PER_BLOCK")]
+    pub steps_per_block: Option<usize>,
+    /// low_confidence_static, low_confidence_dynamic, sequential or entropy_bounded.
+    #[arg(long, env = "T3D_REMASKING", default_value = "low_confidence_static")]
+    pub remasking: Remasking,
+    /// Confidence threshold of low_confidence_dynamic.
+    #[arg(long, env = "T3D_THRESHOLD", default_value_t = 0.9)]
+    pub threshold: f64,
+    /// 0 = greedy.
+    #[arg(long, env = "T3D_TEMPERATURE", default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Keep the k most likely tokens (0 = off).
+    #[arg(long, env = "T3D_TOP_K", default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus mass (1 = off).
+    #[arg(long, env = "T3D_TOP_P", default_value_t = 1.0)]
+    pub top_p: f64,
+    /// Sampling seed.
+    #[arg(long, env = "T3D_SEED")]
+    pub seed: Option<u64>,
+    /// Most completion tokens.
+    #[arg(long, env = "T3D_MAX_TOKENS", default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Stop strings (repeatable).
+    #[arg(long = "stop")]
+    pub stop: Vec<String>,
+}
+
+impl DecodeArgs {
+    /// Generation parameters, filling block size and steps from the model when not given.
+    pub fn params(&self, model_block: usize, model_steps: usize) -> GenerationParams {
+        let block_size = self.block_size.unwrap_or(model_block);
+        GenerationParams {
+            sampling: SamplingParams {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                seed: self.seed,
+            },
+            denoise: DenoiseParams {
+                block_size,
+                steps_per_block: self.steps_per_block.unwrap_or(model_steps.min(block_size)),
+                remasking: self.remasking,
+                confidence_threshold: self.threshold,
+                ..DenoiseParams::default()
+            },
+            stop: StopParams {
+                max_tokens: self.max_tokens,
+                stop_strings: self.stop.clone(),
+                ..StopParams::default()
+            },
+        }
+    }
+}
+
+/// `t3d generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Checkpoint directory (Hugging Face layout).
+    #[arg(long, env = "T3D_MODEL")]
+    pub model: PathBuf,
+    /// The prompt text.
+    #[arg(long)]
+    pub prompt: String,
+    /// Wrap the prompt as one user message with the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub decode: DecodeArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub device: DeviceArgs,
+}
+
+/// `t3d bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Checkpoint directory; without it a random model of `--shape` is used.
+    #[arg(long, env = "T3D_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Random-model shape: tiny, small or sdar-1.7b.
+    #[arg(long, default_value = "small")]
+    pub shape: String,
+    /// Batch sizes to measure (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    pub batch_sizes: Vec<usize>,
+    /// Steps per block to measure (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub steps: Vec<usize>,
+    /// Tokens per block.
+    #[arg(long, default_value_t = 4)]
+    pub block_size: usize,
+    /// Prompt length in tokens (random ids).
+    #[arg(long, default_value_t = 32)]
+    pub prompt_len: usize,
+    /// Completion tokens per sequence (EOS ignored).
+    #[arg(long, default_value_t = 64)]
+    pub gen_tokens: usize,
+    /// Untimed warm-up runs per setting.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Timed repetitions per setting (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub device: DeviceArgs,
+}
+
+/// `t3d init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Output checkpoint directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// tiny, small or sdar-1.7b.
+    #[arg(long, default_value = "tiny")]
+    pub shape: String,
+    /// Initialisation seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: i64,
+}

@@ -1,0 +1,155 @@
+//! Packs the sequences of one forward into padded tensors: ids and positions `(B, Q)`, the
+//! block-causal mask `(B, 1, Q, K)` over the cache, the cache write plan, and the rows whose
+//! logits are needed (each sequence's current block).
+//!
+//! Sequence i feeds `Q_i` rows (pending commit tokens, then its block) at absolute positions
+//! `C_i .. C_i + Q_i` (C_i = its cached length). Row p may attend key k iff `k < C_i + Q_i` and
+//! `k / b ≤ p / b`: causal across blocks, bidirectional inside one, over cache and new rows alike.
+//! Padding rows attend key 0 only and write nothing.
+
+use tch::{Device, Kind, Tensor};
+
+use super::kv_cache::WritePlan;
+use super::sequence::Sequence;
+
+/// Tensors for one forward over a group of sequences sharing a block size.
+#[derive(Debug)]
+pub struct ForwardBatch {
+    /// `(B, Q)` token ids.
+    pub ids: Tensor,
+    /// `(B, Q)` absolute positions.
+    pub positions: Tensor,
+    /// `(B, 1, Q, K)` boolean mask.
+    pub mask: Tensor,
+    /// Where the rows go in the cache.
+    pub plan: WritePlan,
+    /// `(B, b)` query rows of each sequence's block (for the LM head).
+    pub block_rows: Tensor,
+    /// Real (non-padding) query rows in the batch.
+    pub real_rows: usize,
+}
+
+impl ForwardBatch {
+    /// Packs `seqs` (all admitted, same block size, `pad_id` any valid token id).
+    pub fn pack(seqs: &[&mut Sequence], pad_id: i64, device: Device) -> Self {
+        let b = seqs[0].block_size() as i64;
+        let queries: Vec<Vec<i64>> = seqs.iter().map(|s| s.query_tokens()).collect();
+        let q_max = queries.iter().map(Vec::len).max().unwrap_or(0) as i64;
+        let cached: Vec<i64> = seqs.iter().map(|s| s.cached_len() as i64).collect();
+        let lens: Vec<i64> = queries.iter().map(|q| q.len() as i64).collect();
+        let key_len = cached
+            .iter()
+            .zip(&lens)
+            .map(|(c, l)| c + l)
+            .max()
+            .unwrap_or(0);
+        let mut ids = Vec::with_capacity(seqs.len() * q_max as usize);
+        let (mut write_rows, mut write_slots, mut write_positions) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for (i, query) in queries.iter().enumerate() {
+            let slot = seqs[i].slot.expect("packed sequences are admitted") as i64;
+            for j in 0..q_max {
+                ids.push(query.get(j as usize).copied().unwrap_or(pad_id));
+                if j < lens[i] {
+                    write_rows.push(i as i64 * q_max + j);
+                    write_slots.push(slot);
+                    write_positions.push(cached[i] + j);
+                }
+            }
+        }
+        let slots: Vec<i64> = seqs.iter().map(|s| s.slot.unwrap_or(0) as i64).collect();
+        let contiguous_from = slots
+            .windows(2)
+            .all(|w| w[1] == w[0] + 1)
+            .then_some(slots[0]);
+        let on = |v: &[i64]| Tensor::from_slice(v).to_device(device);
+        let batch = seqs.len() as i64;
+        let row = Tensor::arange(q_max, (Kind::Int64, device)).view([1, q_max]);
+        let positions = on(&cached).view([batch, 1]) + &row;
+        let mask = block_causal_mask(&positions, &on(&cached), &on(&lens), b, key_len);
+        let block_starts: Vec<i64> = seqs.iter().map(|s| s.block_row() as i64).collect();
+        let block_rows = on(&block_starts).view([batch, 1])
+            + Tensor::arange(b, (Kind::Int64, device)).view([1, b]);
+        Self {
+            ids: on(&ids).view([batch, q_max]),
+            positions,
+            mask,
+            plan: WritePlan {
+                slots: on(&slots),
+                contiguous_from,
+                write_rows: on(&write_rows),
+                write_slots: on(&write_slots),
+                write_positions: on(&write_positions),
+                key_len,
+            },
+            block_rows,
+            real_rows: lens.iter().sum::<i64>() as usize,
+        }
+    }
+}
+
+/// `(B, 1, Q, K)` mask for rows at `positions` `(B, Q)`, each sequence reading keys below
+/// `cached + lens`; rows past a sequence's length (padding) see key 0 only.
+pub fn block_causal_mask(
+    positions: &Tensor,
+    cached: &Tensor,
+    lens: &Tensor,
+    block: i64,
+    key_len: i64,
+) -> Tensor {
+    let device = positions.device();
+    let batch = positions.size()[0];
+    let keys = Tensor::arange(key_len, (Kind::Int64, device)).view([1, 1, key_len]);
+    let query = positions.unsqueeze(-1); // (B, Q, 1)
+    let limit = (cached + lens).view([batch, 1, 1]);
+    let allowed = keys.lt_tensor(&limit).logical_and(
+        &keys
+            .floor_divide_scalar(block)
+            .le_tensor(&query.floor_divide_scalar(block)),
+    );
+    let real_row = query.lt_tensor(&limit);
+    allowed.where_self(&real_row, &keys.eq(0)).unsqueeze(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_is_block_causal_over_cache_and_new_rows() {
+        // One sequence with 4 cached tokens, 8 new rows (a pending block and the current block), b = 4.
+        let positions = Tensor::arange_start(4, 12, (Kind::Int64, Device::Cpu)).view([1, 8]);
+        let mask = block_causal_mask(
+            &positions,
+            &Tensor::from_slice(&[4i64]),
+            &Tensor::from_slice(&[8i64]),
+            4,
+            12,
+        );
+        let rows: Vec<Vec<i64>> = (0..8)
+            .map(|r| Vec::<i64>::try_from(mask.get(0).get(0).get(r).to_kind(Kind::Int64)).unwrap())
+            .collect();
+        let expect_first = [1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0];
+        let expect_second = [1; 12];
+        for r in 0..4 {
+            assert_eq!(rows[r], expect_first, "row {r}");
+            assert_eq!(rows[r + 4], expect_second, "row {}", r + 4);
+        }
+    }
+
+    #[test]
+    fn padding_rows_see_key_zero_only() {
+        let positions = Tensor::arange(4, (Kind::Int64, Device::Cpu)).view([1, 4]);
+        let mask = block_causal_mask(
+            &positions,
+            &Tensor::from_slice(&[0i64]),
+            &Tensor::from_slice(&[2i64]),
+            2,
+            4,
+        );
+        let row3 = Vec::<i64>::try_from(mask.get(0).get(0).get(3).to_kind(Kind::Int64)).unwrap();
+        let row1 = Vec::<i64>::try_from(mask.get(0).get(0).get(1).to_kind(Kind::Int64)).unwrap();
+        assert_eq!(row1, vec![1, 1, 0, 0]);
+        assert_eq!(row3, vec![1, 0, 0, 0]);
+    }
+}

@@ -1,0 +1,274 @@
+//! The block-diffusion decoder: one forward per denoising step for a whole group of sequences
+//! (different prompt lengths, same block size), with the commit fused into the next step.
+//!
+//! [`BlockDecoder`] is the library API shared by the server's engine thread and the trainer's
+//! rollouts: `admit` a [`Sequence`] (takes a KV slot), call `step` until it finishes, `release`
+//! it. [`generate`] wraps that loop for a fixed list of prompts.
+
+use tch::Tensor;
+
+use super::batch::ForwardBatch;
+use super::kv_cache::KvCache;
+use super::params::{FinishReason, GenerationParams, Remasking};
+use super::sampler::{sample_rows, RowSampling};
+use super::sequence::{Sequence, SpecialIds, StepOutcome};
+use super::stop::StopStringMatcher;
+use super::EngineError;
+use crate::model::{qwen3::ForwardInput, Sdar, TextTokenizer};
+
+/// Counters of one decoder's work.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DecodeStats {
+    /// Model forward passes.
+    pub forwards: u64,
+    /// Completion tokens committed.
+    pub tokens: u64,
+    /// Query rows processed (real rows, padding excluded).
+    pub rows: u64,
+}
+
+/// Owns a KV cache and runs denoising steps of a model over groups of sequences.
+pub struct BlockDecoder<'m> {
+    model: &'m Sdar,
+    cache: KvCache,
+    special: SpecialIds,
+    stats: DecodeStats,
+}
+
+impl<'m> BlockDecoder<'m> {
+    /// A decoder with `slots` concurrent sequences of up to `capacity` positions each.
+    pub fn new(model: &'m Sdar, special: SpecialIds, slots: usize, capacity: usize) -> Self {
+        let kind = model.dtype();
+        let cache = KvCache::new(model.config(), slots, capacity, kind, model.device());
+        Self {
+            model,
+            cache,
+            special,
+            stats: DecodeStats::default(),
+        }
+    }
+
+    /// Work counters so far.
+    pub fn stats(&self) -> DecodeStats {
+        self.stats
+    }
+
+    /// The KV cache (for occupancy reporting).
+    pub fn cache(&self) -> &KvCache {
+        &self.cache
+    }
+
+    /// Gives `seq` a KV slot; fails if none is free or its context cannot fit.
+    pub fn admit(&mut self, seq: &mut Sequence) -> Result<(), EngineError> {
+        if seq.max_context() > self.cache.capacity() {
+            return Err(EngineError::TooLong {
+                needed: seq.max_context(),
+                capacity: self.cache.capacity(),
+            });
+        }
+        let slot = self.cache.allocate().ok_or(EngineError::CacheFull)?;
+        seq.slot = Some(slot);
+        Ok(())
+    }
+
+    /// Frees `seq`'s KV slot.
+    pub fn release(&mut self, seq: &mut Sequence) {
+        if let Some(slot) = seq.slot.take() {
+            self.cache.release(slot);
+        }
+    }
+
+    /// One denoising forward for every sequence of `seqs` (admitted, unfinished, one block size).
+    pub fn step(&mut self, seqs: &mut [&mut Sequence]) -> Result<Vec<StepOutcome>, EngineError> {
+        let Some(first) = seqs.first() else {
+            return Ok(Vec::new());
+        };
+        let b = first.block_size();
+        if seqs
+            .iter()
+            .any(|s| s.block_size() != b || s.slot.is_none() || s.finish_reason().is_some())
+        {
+            return Err(EngineError::Invalid(
+                "a step needs admitted, unfinished sequences of one block size".into(),
+            ));
+        }
+        let batch = ForwardBatch::pack(seqs, self.special.mask, self.model.device());
+        let logits = tch::no_grad(|| self.block_logits(&batch))?;
+        let rows: Vec<RowSampling> = seqs
+            .iter()
+            .flat_map(|s| vec![row_sampling(&s.params); b])
+            .collect();
+        let uniforms: Vec<f32> = seqs.iter_mut().flat_map(|s| s.draw_uniforms()).collect();
+        let want_entropy = seqs
+            .iter()
+            .any(|s| s.params.denoise.remasking == Remasking::EntropyBounded);
+        let sampled = tch::no_grad(|| sample_rows(&logits, &rows, &uniforms, want_entropy));
+        self.stats.forwards += 1;
+        self.stats.rows += batch.real_rows as u64;
+        let outcomes = seqs
+            .iter_mut()
+            .enumerate()
+            .map(|(i, seq)| {
+                let span = i * b..(i + 1) * b;
+                let entropy = sampled.entropy.get(span.clone()).unwrap_or(&[]);
+                seq.apply_step(
+                    &sampled.tokens[span.clone()],
+                    &sampled.confidence[span],
+                    entropy,
+                )
+            })
+            .collect::<Vec<_>>();
+        self.stats.tokens += outcomes
+            .iter()
+            .map(|o| o.committed.len() as u64)
+            .sum::<u64>();
+        Ok(outcomes)
+    }
+
+    /// Logits `(B·b, V)` of every sequence's block rows.
+    fn block_logits(&self, batch: &ForwardBatch) -> Result<Tensor, EngineError> {
+        let binding = self.cache.bind(&batch.plan);
+        let input = ForwardInput {
+            ids: &batch.ids,
+            positions: &batch.positions,
+            mask: &batch.mask,
+            kv: Some(&binding),
+        };
+        let hidden = self.model.hidden_states(&input);
+        let n = batch.block_rows.size()[0];
+        let rows_of = Tensor::arange(n, (tch::Kind::Int64, hidden.device())).unsqueeze(1);
+        let block_hidden = hidden.index(&[Some(rows_of), Some(batch.block_rows.shallow_clone())]);
+        let logits = self.model.logits(&block_hidden);
+        let vocab = logits.size()[2];
+        Ok(logits.reshape([-1, vocab]))
+    }
+}
+
+fn row_sampling(params: &GenerationParams) -> RowSampling {
+    let s = &params.sampling;
+    RowSampling {
+        temperature: s.temperature as f32,
+        top_k: s.top_k as i64,
+        top_p: s.top_p as f32,
+    }
+}
+
+/// One finished generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// Completion token ids (EOS included when it ended the sequence).
+    pub tokens: Vec<i64>,
+    /// Completion text (special tokens skipped, cut before a matched stop string).
+    pub text: String,
+    /// Global step at which each completion token was unmasked (1-based).
+    pub trajectory: Vec<u32>,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Forward passes this sequence took part in.
+    pub forwards: u32,
+}
+
+/// Decodes every prompt of `requests` (one block size) together, at most `max_batch` at a time,
+/// returning the generations in input order and the decoder's counters.
+///
+/// Without a tokenizer, texts are empty and stop strings are ignored (benchmarks).
+pub fn generate(
+    model: &Sdar,
+    special: SpecialIds,
+    tokenizer: Option<&TextTokenizer>,
+    requests: &[(Vec<i64>, GenerationParams)],
+    max_batch: usize,
+) -> Result<(Vec<Generation>, DecodeStats), EngineError> {
+    let mut seqs = Vec::with_capacity(requests.len());
+    for (i, (prompt, params)) in requests.iter().enumerate() {
+        params.validate().map_err(EngineError::Invalid)?;
+        if prompt.is_empty() {
+            return Err(EngineError::Invalid(format!("prompt {i} is empty")));
+        }
+        seqs.push((
+            Sequence::new(i as u64, prompt, params.clone(), special),
+            StopStringMatcher::new(&params.stop.stop_strings),
+        ));
+    }
+    let capacity = seqs.iter().map(|(s, _)| s.max_context()).max().unwrap_or(0);
+    let mut decoder = BlockDecoder::new(
+        model,
+        special,
+        max_batch.max(1).min(seqs.len().max(1)),
+        capacity,
+    );
+    let mut results: Vec<Option<Generation>> = vec![None; seqs.len()];
+    let mut next = 0;
+    let mut active: Vec<usize> = Vec::new();
+    while next < seqs.len() || !active.is_empty() {
+        while next < seqs.len() && decoder.cache().free_slots() > 0 {
+            decoder.admit(&mut seqs[next].0)?;
+            active.push(next);
+            next += 1;
+        }
+        step_active(&mut decoder, &mut seqs, &active, tokenizer)?;
+        let done: Vec<usize> = active
+            .iter()
+            .copied()
+            .filter(|&i| seqs[i].0.finish_reason().is_some())
+            .collect();
+        for i in done {
+            decoder.release(&mut seqs[i].0);
+            results[i] = Some(finished(&seqs[i], tokenizer)?);
+        }
+        active.retain(|&i| seqs[i].0.finish_reason().is_none());
+    }
+    let stats = decoder.stats();
+    Ok((results.into_iter().flatten().collect(), stats))
+}
+
+fn step_active(
+    decoder: &mut BlockDecoder,
+    seqs: &mut [(Sequence, StopStringMatcher)],
+    active: &[usize],
+    tokenizer: Option<&TextTokenizer>,
+) -> Result<(), EngineError> {
+    let mut group: Vec<&mut (Sequence, StopStringMatcher)> = seqs
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| active.contains(i))
+        .map(|(_, s)| s)
+        .collect();
+    let mut batch: Vec<&mut Sequence> = group.iter_mut().map(|pair| &mut pair.0).collect();
+    let outcomes = decoder.step(&mut batch)?;
+    let Some(tokenizer) = tokenizer else {
+        return Ok(());
+    };
+    for (pair, outcome) in group.iter_mut().zip(outcomes) {
+        if !outcome.committed.is_empty()
+            && pair.1.push(tokenizer, &outcome.committed)?
+            && outcome.finished.is_none()
+        {
+            pair.0.finish_now(FinishReason::Stop);
+        }
+    }
+    Ok(())
+}
+
+fn finished(
+    pair: &(Sequence, StopStringMatcher),
+    tokenizer: Option<&TextTokenizer>,
+) -> Result<Generation, EngineError> {
+    let (seq, matcher) = pair;
+    let text = match (matcher.cut_text(), tokenizer) {
+        (Some(text), _) => text.to_string(),
+        (None, Some(tokenizer)) => tokenizer.decode(seq.completion(), true)?,
+        (None, None) => String::new(),
+    };
+    Ok(Generation {
+        tokens: seq.completion().to_vec(),
+        text,
+        trajectory: seq.trajectory().to_vec(),
+        // Unwrap is safe: only finished sequences are collected.
+        finish_reason: seq.finish_reason().unwrap_or(FinishReason::Stop),
+        prompt_tokens: seq.prompt_len(),
+        forwards: seq.forwards(),
+    })
+}

@@ -1,0 +1,45 @@
+//! The block-diffusion engine: per-request parameters, the pure denoising policy, the sampler,
+//! sequence state with trajectory recording, the KV cache, batch packing, and the decoder that
+//! runs one forward per denoising step for a whole group of sequences.
+
+pub mod batch;
+pub mod decoder;
+pub mod denoise;
+pub mod kv_cache;
+pub mod params;
+pub mod sampler;
+pub mod sequence;
+pub mod stop;
+
+pub use decoder::{generate, BlockDecoder, DecodeStats, Generation};
+pub use params::{
+    DenoiseParams, FinishReason, GenerationParams, Remasking, SamplingParams, StopParams,
+};
+pub use sequence::{Sequence, SpecialIds};
+
+use crate::model::ModelError;
+
+/// Errors of the decoder.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The request cannot be decoded as asked.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// No KV slot is free.
+    #[error("KV cache full")]
+    CacheFull,
+    /// The sequence needs more positions than a KV slot holds.
+    #[error("sequence needs {needed} positions, the KV cache holds {capacity}")]
+    TooLong {
+        /// Positions the sequence may need.
+        needed: usize,
+        /// Positions per slot.
+        capacity: usize,
+    },
+    /// The model or tokenizer failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A libtorch operation failed.
+    #[error("torch: {0}")]
+    Torch(#[from] tch::TchError),
+}

@@ -1,0 +1,172 @@
+//! Per-request decoding parameters: block size and steps, remasking policy, sampling, stopping.
+
+use serde::{Deserialize, Serialize};
+
+/// Which masked positions a denoising step unmasks (spec §3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Remasking {
+    /// The `n_s` most confident positions.
+    #[default]
+    LowConfidenceStatic,
+    /// Every position above the threshold, and at least the `n_s` most confident.
+    LowConfidenceDynamic,
+    /// The next `n_s` masked positions left to right.
+    Sequential,
+    /// The lowest-entropy positions whose cumulative entropy stays under a bound (at least `n_s`).
+    EntropyBounded,
+}
+
+impl std::str::FromStr for Remasking {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "low_confidence_static" => Ok(Self::LowConfidenceStatic),
+            "low_confidence_dynamic" => Ok(Self::LowConfidenceDynamic),
+            "sequential" => Ok(Self::Sequential),
+            "entropy_bounded" => Ok(Self::EntropyBounded),
+            other => Err(format!(
+                "unknown remasking `{other}` (low_confidence_static, low_confidence_dynamic, sequential, entropy_bounded)"
+            )),
+        }
+    }
+}
+
+/// How a denoising step turns logits into tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    /// 0 = greedy (argmax); otherwise logits are divided by it.
+    pub temperature: f64,
+    /// Keep only the k most likely tokens (0 = off).
+    pub top_k: usize,
+    /// Nucleus mass to keep (1.0 = off).
+    pub top_p: f64,
+    /// Seed of this request's random stream (`None`: drawn from entropy).
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: None,
+        }
+    }
+}
+
+/// Block size, steps per block and the remasking policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DenoiseParams {
+    /// Tokens per block `b` (a power of two).
+    pub block_size: usize,
+    /// Denoising steps per block `S` (1 ≤ S ≤ b).
+    pub steps_per_block: usize,
+    /// Which positions each step unmasks.
+    pub remasking: Remasking,
+    /// Confidence threshold of `low_confidence_dynamic`.
+    pub confidence_threshold: f64,
+    /// Cumulative-entropy bound of `entropy_bounded`.
+    pub entropy_bound: f64,
+}
+
+impl Default for DenoiseParams {
+    fn default() -> Self {
+        Self {
+            block_size: 4,
+            steps_per_block: 4,
+            remasking: Remasking::LowConfidenceStatic,
+            confidence_threshold: 0.9,
+            entropy_bound: 0.35,
+        }
+    }
+}
+
+/// When a sequence stops.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StopParams {
+    /// Most completion tokens to produce.
+    pub max_tokens: usize,
+    /// Extra token ids that end the sequence (accepted, like EOS).
+    pub stop_token_ids: Vec<i64>,
+    /// Strings that end the sequence; the text is cut before the first match.
+    pub stop_strings: Vec<String>,
+    /// Keep going past EOS (benchmarks).
+    pub ignore_eos: bool,
+}
+
+impl Default for StopParams {
+    fn default() -> Self {
+        Self {
+            max_tokens: 256,
+            stop_token_ids: Vec::new(),
+            stop_strings: Vec::new(),
+            ignore_eos: false,
+        }
+    }
+}
+
+/// Everything one request asks of the decoder.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct GenerationParams {
+    /// Sampling.
+    pub sampling: SamplingParams,
+    /// Block diffusion.
+    pub denoise: DenoiseParams,
+    /// Stopping.
+    pub stop: StopParams,
+}
+
+impl GenerationParams {
+    /// Checks the combination is one the decoder can run.
+    pub fn validate(&self) -> Result<(), String> {
+        let d = &self.denoise;
+        if d.block_size == 0 || !d.block_size.is_power_of_two() || d.block_size > 64 {
+            return Err(format!(
+                "block_size {} must be a power of two in 1..=64",
+                d.block_size
+            ));
+        }
+        if d.steps_per_block == 0 || d.steps_per_block > d.block_size {
+            return Err(format!(
+                "steps_per_block {} must be in 1..={}",
+                d.steps_per_block, d.block_size
+            ));
+        }
+        let s = &self.sampling;
+        if !(s.temperature >= 0.0 && s.temperature.is_finite()) {
+            return Err(format!(
+                "temperature {} must be a finite number ≥ 0",
+                s.temperature
+            ));
+        }
+        if !(s.top_p > 0.0 && s.top_p <= 1.0) {
+            return Err(format!("top_p {} must be in (0, 1]", s.top_p));
+        }
+        if self.stop.max_tokens == 0 {
+            return Err("max_tokens must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why a sequence ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// EOS, a stop token id or a stop string.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+}
+
+impl FinishReason {
+    /// The OpenAI `finish_reason` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! One request's decoding state (spec §3.3, §3.4, §3.8), with the commit fused into the next
+//! forward: the tokens whose keys/values must be stored (the prompt's whole blocks at the start,
+//! then each finished block) ride along as a "pending" prefix of the next denoising forward, so a
+//! block costs exactly its `S` forwards instead of `S + 1`.
+//!
+//! Blocks are aligned at absolute position 0: the prompt's last `P mod b` tokens share the first
+//! block with masks and are never overwritten.
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use super::denoise::{self, BlockScores, PolicyParams};
+use super::params::{FinishReason, GenerationParams};
+
+/// Special ids the decoder needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecialIds {
+    /// End of sequence.
+    pub eos: i64,
+    /// `<|MASK|>`.
+    pub mask: i64,
+}
+
+/// Decoding state of one sequence.
+#[derive(Debug)]
+pub struct Sequence {
+    /// Caller-chosen id.
+    pub id: u64,
+    /// The request's parameters.
+    pub params: GenerationParams,
+    prompt_len: usize,
+    special: SpecialIds,
+    schedule: Vec<usize>,
+    rng: StdRng,
+    /// KV-cache slot, while admitted.
+    pub(crate) slot: Option<usize>,
+    /// Tokens whose keys/values are stored in the cache.
+    cached_len: usize,
+    /// Committed tokens whose keys/values the next forward stores (fused commit).
+    pending: Vec<i64>,
+    /// The block being denoised (`b` tokens, masks included).
+    block: Vec<i64>,
+    /// Positions of `block` still masked.
+    maskable: Vec<bool>,
+    /// Global step (1-based) at which each block position was unmasked; 0 = not yet.
+    first_unmask: Vec<u32>,
+    /// Prompt tokens at the head of `block` (only in the first block).
+    prompt_tail: usize,
+    block_step: usize,
+    global_step: u32,
+    completion: Vec<i64>,
+    trajectory: Vec<u32>,
+    finish: Option<FinishReason>,
+    forwards: u32,
+}
+
+/// What one denoising step did to a sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StepOutcome {
+    /// Completion tokens accepted by a block commit in this step (empty if the block goes on).
+    pub committed: Vec<i64>,
+    /// Set when the sequence ended in this step.
+    pub finished: Option<FinishReason>,
+}
+
+impl Sequence {
+    /// Starts a sequence for `prompt` (non-empty); `params` must be valid.
+    pub fn new(id: u64, prompt: &[i64], params: GenerationParams, special: SpecialIds) -> Self {
+        let b = params.denoise.block_size;
+        let whole = prompt.len() / b * b;
+        let tail = prompt.len() - whole;
+        let mut block = prompt[whole..].to_vec();
+        block.resize(b, special.mask);
+        let rng = match params.sampling.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
+        Self {
+            id,
+            schedule: denoise::transfer_schedule(b, params.denoise.steps_per_block),
+            params,
+            prompt_len: prompt.len(),
+            special,
+            rng,
+            slot: None,
+            cached_len: 0,
+            pending: prompt[..whole].to_vec(),
+            block,
+            maskable: (0..b).map(|i| i >= tail).collect(),
+            first_unmask: vec![0; b],
+            prompt_tail: tail,
+            block_step: 0,
+            global_step: 0,
+            completion: Vec::new(),
+            trajectory: Vec::new(),
+            finish: None,
+            forwards: 0,
+        }
+    }
+
+    /// Block size `b`.
+    pub fn block_size(&self) -> usize {
+        self.params.denoise.block_size
+    }
+
+    /// Tokens whose keys/values are already cached.
+    pub fn cached_len(&self) -> usize {
+        self.cached_len
+    }
+
+    /// The rows this sequence feeds the next forward: pending commit tokens, then the block.
+    pub fn query_tokens(&self) -> Vec<i64> {
+        [self.pending.as_slice(), self.block.as_slice()].concat()
+    }
+
+    /// Row of the first block token within [`Self::query_tokens`].
+    pub fn block_row(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Cache positions this sequence can ever need (prompt + completion + one block of scratch).
+    pub fn max_context(&self) -> usize {
+        let b = self.block_size();
+        (self.prompt_len + self.params.stop.max_tokens).div_ceil(b) * b + b
+    }
+
+    /// One uniform in `(0, 1)` per block position from this request's stream.
+    pub fn draw_uniforms(&mut self) -> Vec<f32> {
+        (0..self.block_size())
+            .map(|_| self.rng.random_range(f32::EPSILON..1.0))
+            .collect()
+    }
+
+    /// Applies one forward's samples for this block (`tokens`, `confidence`, `entropy` of the `b`
+    /// positions) and commits the block if it is done.
+    pub fn apply_step(
+        &mut self,
+        tokens: &[i64],
+        confidence: &[f32],
+        entropy: &[f32],
+    ) -> StepOutcome {
+        self.cached_len += self.pending.len();
+        self.pending.clear();
+        self.forwards += 1;
+        let d = &self.params.denoise;
+        let policy = PolicyParams {
+            remasking: d.remasking,
+            confidence_threshold: d.confidence_threshold,
+            entropy_bound: d.entropy_bound,
+        };
+        let scores = BlockScores {
+            confidence,
+            entropy,
+            maskable: &self.maskable,
+        };
+        for i in denoise::select_transfer(scores, self.schedule[self.block_step], policy) {
+            self.block[i] = tokens[i];
+            self.maskable[i] = false;
+            self.first_unmask[i] = self.global_step + 1;
+        }
+        self.block_step += 1;
+        self.global_step += 1;
+        if self.maskable.contains(&true) && self.block_step < self.schedule.len() {
+            return StepOutcome::default();
+        }
+        self.commit_block()
+    }
+
+    /// Accepts the finished block's tokens in order (§3.4) and starts the next block.
+    fn commit_block(&mut self) -> StepOutcome {
+        let stop = &self.params.stop;
+        let mut committed = Vec::new();
+        for i in self.prompt_tail..self.block.len() {
+            if self.completion.len() >= stop.max_tokens {
+                self.finish = Some(FinishReason::Length);
+                break;
+            }
+            let token = self.block[i];
+            self.completion.push(token);
+            self.trajectory.push(self.first_unmask[i]);
+            committed.push(token);
+            if (token == self.special.eos && !stop.ignore_eos)
+                || stop.stop_token_ids.contains(&token)
+            {
+                self.finish = Some(FinishReason::Stop);
+                break;
+            }
+        }
+        if self.finish.is_none() && self.completion.len() >= stop.max_tokens {
+            self.finish = Some(FinishReason::Length);
+        }
+        if self.finish.is_none() {
+            self.start_next_block();
+        }
+        StepOutcome {
+            committed,
+            finished: self.finish,
+        }
+    }
+
+    fn start_next_block(&mut self) {
+        let b = self.block_size();
+        self.pending = std::mem::replace(&mut self.block, vec![self.special.mask; b]);
+        self.maskable = vec![true; b];
+        self.first_unmask = vec![0; b];
+        self.prompt_tail = 0;
+        self.block_step = 0;
+    }
+
+    /// Ends the sequence early (a stop string matched, or the caller cancelled it).
+    pub fn finish_now(&mut self, reason: FinishReason) {
+        self.finish = Some(reason);
+    }
+
+    /// Why the sequence ended, once it has.
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
+
+    /// Completion tokens so far.
+    pub fn completion(&self) -> &[i64] {
+        &self.completion
+    }
+
+    /// Global step (1-based) at which each completion token was unmasked.
+    pub fn trajectory(&self) -> &[u32] {
+        &self.trajectory
+    }
+
+    /// Prompt length in tokens.
+    pub fn prompt_len(&self) -> usize {
+        self.prompt_len
+    }
+
+    /// Forward passes this sequence took part in.
+    pub fn forwards(&self) -> u32 {
+        self.forwards
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::params::DenoiseParams;
+
+    const IDS: SpecialIds = SpecialIds { eos: 0, mask: 99 };
+
+    fn params(steps: usize, max_tokens: usize) -> GenerationParams {
+        let mut p = GenerationParams::default();
+        p.denoise = DenoiseParams {
+            steps_per_block: steps,
+            ..DenoiseParams::default()
+        };
+        p.stop.max_tokens = max_tokens;
+        p
+    }
+
+    #[test]
+    fn prompt_tail_shares_the_first_block_and_is_never_overwritten() {
+        let mut seq = Sequence::new(1, &[5, 6, 7, 8, 9, 10], params(1, 8), IDS);
+        assert_eq!(seq.query_tokens(), vec![5, 6, 7, 8, 9, 10, 99, 99]);
+        assert_eq!(seq.block_row(), 4);
+        let out = seq.apply_step(&[1, 1, 21, 22], &[0.9; 4], &[0.0; 4]);
+        assert_eq!(
+            out.committed,
+            vec![21, 22],
+            "prompt tail (9, 10) kept, not overwritten"
+        );
+        assert_eq!(seq.trajectory(), &[1, 1]);
+        // Fused commit: the finished block rides along with the next block's first step.
+        assert_eq!(seq.query_tokens(), vec![9, 10, 21, 22, 99, 99, 99, 99]);
+        assert_eq!(seq.cached_len(), 4);
+    }
+
+    #[test]
+    fn full_step_records_one_token_per_step_in_confidence_order() {
+        let mut seq = Sequence::new(1, &[5, 6, 7, 8], params(4, 8), IDS);
+        let conf = [0.1, 0.9, 0.5, 0.7];
+        for step in 0..3 {
+            assert!(
+                seq.apply_step(&[11, 12, 13, 14], &conf, &conf)
+                    .committed
+                    .is_empty(),
+                "step {step}"
+            );
+        }
+        let out = seq.apply_step(&[11, 12, 13, 14], &conf, &conf);
+        assert_eq!(out.committed, vec![11, 12, 13, 14]);
+        assert_eq!(seq.trajectory(), &[4, 1, 3, 2]);
+        assert_eq!(seq.forwards(), 4);
+    }
+
+    #[test]
+    fn eos_in_slot_two_accepts_three_tokens_and_finishes() {
+        let mut seq = Sequence::new(1, &[5, 6, 7, 8], params(1, 16), IDS);
+        let out = seq.apply_step(&[11, 12, 0, 14], &[0.5; 4], &[0.0; 4]);
+        assert_eq!(out.committed, vec![11, 12, 0]);
+        assert_eq!(out.finished, Some(FinishReason::Stop));
+    }
+
+    #[test]
+    fn max_tokens_cuts_inside_a_block() {
+        let mut seq = Sequence::new(1, &[5, 6, 7, 8], params(1, 6), IDS);
+        assert_eq!(
+            seq.apply_step(&[1, 2, 3, 4], &[0.5; 4], &[0.0; 4]).finished,
+            None
+        );
+        let out = seq.apply_step(&[5, 6, 7, 8], &[0.5; 4], &[0.0; 4]);
+        assert_eq!(
+            (out.committed, out.finished),
+            (vec![5, 6], Some(FinishReason::Length))
+        );
+        assert_eq!(seq.completion(), &[1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn stop_token_ids_end_the_sequence() {
+        let mut p = params(2, 16);
+        p.stop.stop_token_ids = vec![42];
+        let mut seq = Sequence::new(1, &[5, 6, 7, 8], p, IDS);
+        seq.apply_step(&[42, 2, 3, 4], &[0.9, 0.8, 0.1, 0.1], &[0.0; 4]);
+        let out = seq.apply_step(&[42, 2, 3, 4], &[0.9; 4], &[0.0; 4]);
+        assert_eq!(
+            (out.committed, out.finished),
+            (vec![42], Some(FinishReason::Stop))
+        );
+    }
+}

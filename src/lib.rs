@@ -1,0 +1,13 @@
+//! t3d: serve few-step block-diffusion language models (SDAR) and distill them with T3D.
+//!
+//! # Layout
+//! - [`model`]: SDAR/Qwen3 in tch, `config.json`, checkpoint load/save, tokenizer + chat template.
+//! - [`engine`]: sequence state, denoising policy, sampler, KV cache, the batched block decoder.
+//! - [`bench`]: engine-only throughput measurements (`t3d bench`).
+//! - [`config`]: the command-line arguments of every subcommand.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod model;

@@ -1,0 +1,288 @@
+//! Text ↔ token ids: a `tokenizers` tokenizer from `tokenizer.json`, the chat template from
+//! `tokenizer_config.json` rendered with minijinja, the special ids (EOS, `<|MASK|>`, pad), and
+//! an incremental detokeniser that never splits a UTF-8 character across two deltas.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{ModelError, SdarConfig};
+
+/// One chat message (`role`, `content`), as the template sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The message text.
+    pub content: String,
+}
+
+/// A Qwen-style template, used when a checkpoint ships none.
+pub const DEFAULT_CHAT_TEMPLATE: &str = "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+/// The tokenizer of a checkpoint with its special ids and chat template.
+#[derive(Clone)]
+pub struct TextTokenizer {
+    inner: tokenizers::Tokenizer,
+    chat_template: String,
+    eos_token: String,
+    /// End of sequence (`<|endoftext|>` for SDAR); generation stops on it.
+    pub eos_id: i64,
+    /// The `<|MASK|>` id every new block starts with.
+    pub mask_id: i64,
+}
+
+fn tok_err(e: impl std::fmt::Display) -> ModelError {
+    ModelError::Tokenizer(e.to_string())
+}
+
+/// A token string from `tokenizer_config.json` (a bare string or `{"content": …}`).
+fn token_string(v: &Value) -> Option<String> {
+    v.as_str()
+        .map(str::to_string)
+        .or_else(|| v.get("content")?.as_str().map(str::to_string))
+}
+
+fn read_json(path: &Path) -> Result<Value, ModelError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json` and `tokenizer_config.json` from `dir`; `config.json` is the
+    /// authority for EOS and mask ids, the tokenizer files the fallback.
+    pub fn from_dir(dir: &Path, config: &SdarConfig) -> Result<Self, ModelError> {
+        let inner = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| {
+            ModelError::Tokenizer(format!("{}: {e}", dir.join("tokenizer.json").display()))
+        })?;
+        let cfg_path = dir.join("tokenizer_config.json");
+        let tcfg = if cfg_path.exists() {
+            read_json(&cfg_path)?
+        } else {
+            json!({})
+        };
+        let chat_template = match &tcfg["chat_template"] {
+            Value::String(s) => s.clone(),
+            Value::Array(list) => list
+                .iter()
+                .find(|t| t["name"] == "default")
+                .and_then(|t| t["template"].as_str())
+                .unwrap_or(DEFAULT_CHAT_TEMPLATE)
+                .to_string(),
+            _ => DEFAULT_CHAT_TEMPLATE.to_string(),
+        };
+        let id_of = |tok: Option<String>| tok.and_then(|t| inner.token_to_id(&t)).map(i64::from);
+        let eos_token = token_string(&tcfg["eos_token"]).unwrap_or_else(|| "<|endoftext|>".into());
+        let eos_id = config
+            .eos_token_id
+            .or_else(|| id_of(Some(eos_token.clone())));
+        let mask_token = token_string(&tcfg["mask_token"]).unwrap_or_else(|| "<|MASK|>".into());
+        let mask_id = config.mask_token_id.or_else(|| id_of(Some(mask_token)));
+        let (Some(eos_id), Some(mask_id)) = (eos_id, mask_id) else {
+            return Err(ModelError::Tokenizer(format!(
+                "{}: cannot determine the EOS and <|MASK|> ids (set eos_token_id / mask_token_id in config.json)",
+                dir.display()
+            )));
+        };
+        Ok(Self {
+            inner,
+            chat_template,
+            eos_token,
+            eos_id,
+            mask_id,
+        })
+    }
+
+    /// Token ids of `text` (special tokens written in the text are recognised; no BOS added).
+    pub fn encode(&self, text: &str) -> Result<Vec<i64>, ModelError> {
+        let enc = self.inner.encode(text, false).map_err(tok_err)?;
+        Ok(enc.get_ids().iter().map(|&i| i64::from(i)).collect())
+    }
+
+    /// Text of `ids`; `skip_special` drops special tokens such as EOS.
+    pub fn decode(&self, ids: &[i64], skip_special: bool) -> Result<String, ModelError> {
+        let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+        self.inner.decode(&ids, skip_special).map_err(tok_err)
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Renders `messages` with the checkpoint's chat template.
+    pub fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, ModelError> {
+        let mut env = minijinja::Environment::new();
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
+        env.add_template("chat", &self.chat_template)
+            .map_err(|e| tok_err(format!("chat template: {e}")))?;
+        let ctx = minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            eos_token => self.eos_token.clone(),
+        };
+        let tmpl = env.get_template("chat").map_err(tok_err)?;
+        tmpl.render(ctx)
+            .map_err(|e| tok_err(format!("chat template: {e}")))
+    }
+}
+
+/// Streams text from token ids as they arrive, holding back an incomplete UTF-8 character.
+///
+/// Decodes a short window of previous ids together with the new ones (byte-level BPE and
+/// word-piece decoders need that context) and emits only the text past the window.
+#[derive(Debug, Default, Clone)]
+pub struct IncrementalDecoder {
+    ids: Vec<i64>,
+    prefix_offset: usize,
+    read_offset: usize,
+}
+
+impl IncrementalDecoder {
+    /// Appends `new_ids` and returns the newly completed text (possibly empty).
+    pub fn push(&mut self, tok: &TextTokenizer, new_ids: &[i64]) -> Result<String, ModelError> {
+        self.ids.extend_from_slice(new_ids);
+        let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset], true)?;
+        let full = tok.decode(&self.ids[self.prefix_offset..], true)?;
+        if full.len() <= prefix.len() || full.ends_with('\u{FFFD}') || !full.starts_with(&prefix) {
+            return Ok(String::new());
+        }
+        self.prefix_offset = self.read_offset;
+        self.read_offset = self.ids.len();
+        Ok(full[prefix.len()..].to_string())
+    }
+}
+
+/// The GPT-2 byte → printable-character map used by byte-level BPE vocabularies.
+fn byte_to_char() -> Vec<char> {
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let mut extra = 0;
+    (0u32..256)
+        .map(|b| {
+            if printable(b) {
+                char::from_u32(b)
+            } else {
+                extra += 1;
+                char::from_u32(255 + extra)
+            }
+        })
+        .map(|c| c.unwrap_or('?'))
+        .collect()
+}
+
+/// Special tokens of the byte-level tokenizer, in id order after the 256 byte tokens.
+pub const BYTE_SPECIAL_TOKENS: [&str; 4] =
+    ["<|endoftext|>", "<|MASK|>", "<|im_start|>", "<|im_end|>"];
+
+/// Writes a byte-level tokenizer (256 byte tokens, no merges, then [`BYTE_SPECIAL_TOKENS`])
+/// as `tokenizer.json` + `tokenizer_config.json` into `dir`: any UTF-8 text round-trips.
+pub fn write_byte_tokenizer(dir: &Path) -> Result<(), ModelError> {
+    let vocab: serde_json::Map<String, Value> = byte_to_char()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.to_string(), json!(i)))
+        .collect();
+    let added: Vec<Value> = BYTE_SPECIAL_TOKENS
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            json!({"id": 256 + i, "content": t, "single_word": false, "lstrip": false,
+                             "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+    let tokenizer = json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "normalizer": null, "pre_tokenizer": byte_level, "post_processor": null, "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                  "ignore_merges": false, "vocab": vocab, "merges": []}
+    });
+    let config = json!({
+        "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>", "mask_token": "<|MASK|>", "chat_template": DEFAULT_CHAT_TEMPLATE,
+        "add_bos_token": false, "model_max_length": 32768
+    });
+    for (name, value) in [
+        ("tokenizer.json", tokenizer),
+        ("tokenizer_config.json", config),
+    ] {
+        let path = dir.join(name);
+        let text = serde_json::to_string_pretty(&value).map_err(tok_err)?;
+        std::fs::write(&path, text).map_err(|e| ModelError::io(&path, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn byte_tokenizer() -> (tempfile::TempDir, TextTokenizer) {
+        let dir = tempfile::tempdir().unwrap();
+        write_byte_tokenizer(dir.path()).unwrap();
+        let mut cfg = SdarConfig::tiny(260);
+        cfg.eos_token_id = None;
+        let tok = TextTokenizer::from_dir(dir.path(), &cfg).unwrap();
+        (dir, tok)
+    }
+
+    #[test]
+    fn byte_tokenizer_round_trips_utf8_and_finds_special_ids() {
+        let (_dir, tok) = byte_tokenizer();
+        assert_eq!((tok.eos_id, tok.mask_id), (256, 257));
+        let text = "héllo, 世界 🙂\n";
+        let ids = tok.encode(text).unwrap();
+        assert_eq!(ids.len(), text.len(), "one token per byte");
+        assert_eq!(tok.decode(&ids, true).unwrap(), text);
+        assert_eq!(tok.encode("<|MASK|>a").unwrap(), vec![257, i64::from(b'a')]);
+    }
+
+    #[test]
+    fn incremental_decoder_never_splits_a_character() {
+        let (_dir, tok) = byte_tokenizer();
+        let text = "a世🙂b";
+        let ids = tok.encode(text).unwrap();
+        let mut dec = IncrementalDecoder::default();
+        let mut out = String::new();
+        for id in &ids {
+            let piece = dec.push(&tok, &[*id]).unwrap();
+            assert!(
+                !piece.contains('\u{FFFD}'),
+                "partial character leaked: {piece:?}"
+            );
+            out.push_str(&piece);
+        }
+        assert_eq!(out, text);
+    }
+
+    #[test]
+    fn renders_qwen_chat_template() {
+        let (_dir, tok) = byte_tokenizer();
+        let msgs = [ChatMessage {
+            role: "user".into(),
+            content: "2+2?".into(),
+        }];
+        let text = tok.apply_chat_template(&msgs, true).unwrap();
+        assert_eq!(
+            text,
+            "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+}
