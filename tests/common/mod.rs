@@ -1,0 +1,60 @@
+//! Shared helpers of the integration tests: tiny random SDAR checkpoints on disk and in memory.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use t3d::model::checkpoint::{self, LoadedModel, SaveOptions};
+use t3d::model::tokenizer::write_byte_tokenizer;
+use t3d::model::{SdarConfig, TextTokenizer};
+
+/// Byte-level vocabulary (256 bytes + 4 specials).
+pub const VOCAB: i64 = 260;
+
+/// The tiny test config: 2 layers, 4 query / 2 KV heads (GQA), untied head, b = 4.
+pub fn tiny_config() -> SdarConfig {
+    let mut cfg = SdarConfig::tiny(VOCAB);
+    cfg.eos_token_id = Some(256);
+    cfg.mask_token_id = Some(257);
+    cfg
+}
+
+/// A random tiny model whose weights are scaled up so logits are well separated (argmax
+/// comparisons then do not hinge on float noise).
+pub fn tiny_model(seed: i64) -> LoadedModel {
+    let loaded = checkpoint::random(&tiny_config(), tch::Device::Cpu, tch::Kind::Float, seed);
+    tch::no_grad(|| {
+        for (name, mut var) in loaded.vars.variables() {
+            if name.ends_with("proj.weight") || name.contains("embed") || name.contains("lm_head") {
+                let _ = var.g_mul_scalar_(8.0);
+            }
+        }
+    });
+    loaded
+}
+
+/// Writes `loaded` with a byte-level tokenizer to `dir` and returns the directory.
+pub fn save_with_tokenizer(loaded: &LoadedModel, dir: &Path) -> PathBuf {
+    let staging = tempfile::tempdir().unwrap();
+    write_byte_tokenizer(staging.path()).unwrap();
+    let opts = SaveOptions { tokenizer_from: Some(staging.path().to_path_buf()), ..SaveOptions::default() };
+    checkpoint::save(dir, &loaded.vars, &loaded.config, &opts).unwrap();
+    dir.to_path_buf()
+}
+
+/// The byte-level tokenizer of a saved tiny checkpoint.
+pub fn tokenizer(dir: &Path) -> TextTokenizer {
+    TextTokenizer::from_dir(dir, &tiny_config()).unwrap()
+}
+
+/// The project venv's Python (made by `scripts/setup.sh`).
+pub fn venv_python() -> PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(python.exists(), "{} missing: run scripts/setup.sh", python.display());
+    python
+}
+
+/// Max |a − b| / max |b| over all elements.
+pub fn max_relative_error(ours: &tch::Tensor, reference: &tch::Tensor) -> f64 {
+    let diff = (ours - reference).abs().max().double_value(&[]);
+    diff / reference.abs().max().double_value(&[])
+}
