@@ -4,13 +4,16 @@
 
 mod common;
 
-use tch::{Device, Kind, Tensor};
 use t3d::engine::denoise::transfer_schedule;
 use t3d::engine::{generate, FinishReason, GenerationParams, SpecialIds};
 use t3d::model::qwen3::ForwardInput;
 use t3d::model::Sdar;
+use tch::{Device, Kind, Tensor};
 
-const SPECIAL: SpecialIds = SpecialIds { eos: 256, mask: 257 };
+const SPECIAL: SpecialIds = SpecialIds {
+    eos: 256,
+    mask: 257,
+};
 
 fn params(steps: usize, max_tokens: usize) -> GenerationParams {
     let mut p = GenerationParams::default();
@@ -21,11 +24,19 @@ fn params(steps: usize, max_tokens: usize) -> GenerationParams {
 }
 
 fn prompt(len: usize, salt: i64) -> Vec<i64> {
-    (0..len as i64).map(|i| (i * 37 + salt * 11) % 250 + 1).collect()
+    (0..len as i64)
+        .map(|i| (i * 37 + salt * 11) % 250 + 1)
+        .collect()
 }
 
 /// Spec §3.8 with full forwards over the whole sequence (no cache), greedy, static remasking.
-fn reference_decode(model: &Sdar, prompt: &[i64], b: usize, steps: usize, max_tokens: usize) -> Vec<i64> {
+fn reference_decode(
+    model: &Sdar,
+    prompt: &[i64],
+    b: usize,
+    steps: usize,
+    max_tokens: usize,
+) -> Vec<i64> {
     let whole = prompt.len() / b * b;
     let mut ctx = prompt[..whole].to_vec();
     let mut block = prompt[whole..].to_vec();
@@ -63,13 +74,26 @@ fn full_forward_block(model: &Sdar, ctx: &[i64], block: &[i64]) -> (Vec<i64>, Ve
     let b = block.len() as i64;
     let pos = Tensor::arange(n, (Kind::Int64, Device::Cpu));
     let blocks = pos.floor_divide_scalar(b);
-    let mask = blocks.view([1, n]).le_tensor(&blocks.view([n, 1])).view([1, 1, n, n]);
+    let mask = blocks
+        .view([1, n])
+        .le_tensor(&blocks.view([n, 1]))
+        .view([1, 1, n, n]);
     let ids = Tensor::from_slice(&seq).view([1, n]);
     let positions = pos.view([1, n]);
-    let input = ForwardInput { ids: &ids, positions: &positions, mask: &mask, kv: None };
-    let logits = tch::no_grad(|| model.forward(&input)).get(0).narrow(0, n - b, b);
+    let input = ForwardInput {
+        ids: &ids,
+        positions: &positions,
+        mask: &mask,
+        kv: None,
+    };
+    let logits = tch::no_grad(|| model.forward(&input))
+        .get(0)
+        .narrow(0, n - b, b);
     let (conf, tokens) = logits.softmax(-1, Kind::Float).max_dim(-1, false);
-    (Vec::<i64>::try_from(tokens).unwrap(), Vec::<f32>::try_from(conf).unwrap())
+    (
+        Vec::<i64>::try_from(tokens).unwrap(),
+        Vec::<f32>::try_from(conf).unwrap(),
+    )
 }
 
 #[test]
@@ -77,7 +101,14 @@ fn cached_fused_decoder_matches_the_uncached_reference() {
     let loaded = common::tiny_model(1);
     for (steps, len) in [(1, 6), (2, 9), (4, 8), (4, 3)] {
         let p = prompt(len, steps as i64);
-        let (out, _) = generate(&loaded.model, SPECIAL, None, &[(p.clone(), params(steps, 14))], 1).unwrap();
+        let (out, _) = generate(
+            &loaded.model,
+            SPECIAL,
+            None,
+            &[(p.clone(), params(steps, 14))],
+            1,
+        )
+        .unwrap();
         let expected = reference_decode(&loaded.model, &p, 4, steps, 14);
         assert_eq!(out[0].tokens, expected, "S={steps}, prompt length {len}");
     }
@@ -86,10 +117,15 @@ fn cached_fused_decoder_matches_the_uncached_reference() {
 #[test]
 fn batched_greedy_decoding_equals_decoding_alone() {
     let loaded = common::tiny_model(2);
-    let reqs: Vec<_> = [3, 8, 13, 5, 21].iter().enumerate().map(|(i, &len)| (prompt(len, i as i64), params(2, 20))).collect();
+    let reqs: Vec<_> = [3, 8, 13, 5, 21]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| (prompt(len, i as i64), params(2, 20)))
+        .collect();
     let (batched, stats) = generate(&loaded.model, SPECIAL, None, &reqs, reqs.len()).unwrap();
     for (i, req) in reqs.iter().enumerate() {
-        let (alone, _) = generate(&loaded.model, SPECIAL, None, std::slice::from_ref(req), 1).unwrap();
+        let (alone, _) =
+            generate(&loaded.model, SPECIAL, None, std::slice::from_ref(req), 1).unwrap();
         assert_eq!(batched[i].tokens, alone[0].tokens, "sequence {i}");
         assert_eq!(batched[i].trajectory, alone[0].trajectory, "sequence {i}");
     }
@@ -101,9 +137,20 @@ fn batched_greedy_decoding_equals_decoding_alone() {
 fn forwards_per_block_equal_steps_per_block() {
     let loaded = common::tiny_model(3);
     for steps in [1, 2, 4] {
-        let (out, stats) = generate(&loaded.model, SPECIAL, None, &[(prompt(8, 0), params(steps, 32))], 1).unwrap();
+        let (out, stats) = generate(
+            &loaded.model,
+            SPECIAL,
+            None,
+            &[(prompt(8, 0), params(steps, 32))],
+            1,
+        )
+        .unwrap();
         assert_eq!(out[0].tokens.len(), 32);
-        assert_eq!(stats.forwards, 8 * steps as u64, "8 blocks at S={steps}: no extra commit pass");
+        assert_eq!(
+            stats.forwards,
+            8 * steps as u64,
+            "8 blocks at S={steps}: no extra commit pass"
+        );
         assert_eq!(out[0].forwards as u64, stats.forwards);
     }
 }
@@ -111,15 +158,36 @@ fn forwards_per_block_equal_steps_per_block() {
 #[test]
 fn full_step_trajectory_visits_each_step_of_a_block_once() {
     let loaded = common::tiny_model(4);
-    let (out, _) = generate(&loaded.model, SPECIAL, None, &[(prompt(8, 1), params(4, 16))], 1).unwrap();
+    let (out, _) = generate(
+        &loaded.model,
+        SPECIAL,
+        None,
+        &[(prompt(8, 1), params(4, 16))],
+        1,
+    )
+    .unwrap();
     for (block, steps) in out[0].trajectory.chunks(4).enumerate() {
         let mut sorted = steps.to_vec();
         sorted.sort_unstable();
         let first = block as u32 * 4 + 1;
-        assert_eq!(sorted, (first..first + 4).collect::<Vec<_>>(), "block {block}");
+        assert_eq!(
+            sorted,
+            (first..first + 4).collect::<Vec<_>>(),
+            "block {block}"
+        );
     }
-    let (one_step, _) = generate(&loaded.model, SPECIAL, None, &[(prompt(8, 1), params(1, 16))], 1).unwrap();
-    assert_eq!(one_step[0].trajectory, vec![1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4]);
+    let (one_step, _) = generate(
+        &loaded.model,
+        SPECIAL,
+        None,
+        &[(prompt(8, 1), params(1, 16))],
+        1,
+    )
+    .unwrap();
+    assert_eq!(
+        one_step[0].trajectory,
+        vec![1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4]
+    );
 }
 
 #[test]
@@ -137,14 +205,31 @@ fn seeded_sampling_is_reproducible_and_batch_independent() {
     let (alone, _) = generate(&loaded.model, SPECIAL, None, std::slice::from_ref(&a), 1).unwrap();
     let (together, _) = generate(&loaded.model, SPECIAL, None, &[other, a.clone()], 2).unwrap();
     assert_eq!(alone[0].tokens, together[1].tokens);
-    let (reseeded, _) = generate(&loaded.model, SPECIAL, None, &[(a.0.clone(), sampled(43))], 1).unwrap();
-    assert_ne!(alone[0].tokens, reseeded[0].tokens, "a different seed gives a different sample");
+    let (reseeded, _) = generate(
+        &loaded.model,
+        SPECIAL,
+        None,
+        &[(a.0.clone(), sampled(43))],
+        1,
+    )
+    .unwrap();
+    assert_ne!(
+        alone[0].tokens, reseeded[0].tokens,
+        "a different seed gives a different sample"
+    );
 }
 
 #[test]
 fn stop_token_ids_and_eos_finish_with_stop() {
     let loaded = common::tiny_model(6);
-    let (free, _) = generate(&loaded.model, SPECIAL, None, &[(prompt(8, 3), params(4, 16))], 1).unwrap();
+    let (free, _) = generate(
+        &loaded.model,
+        SPECIAL,
+        None,
+        &[(prompt(8, 3), params(4, 16))],
+        1,
+    )
+    .unwrap();
     let stop_at = free[0].tokens[6];
     let mut p = params(4, 16);
     p.stop.stop_token_ids = vec![stop_at];
@@ -162,9 +247,20 @@ fn stop_strings_cut_the_text_before_the_match() {
     let model_dir = common::save_with_tokenizer(&loaded, &dir.path().join("m"));
     let tok = common::tokenizer(&model_dir);
     let ascii_prompt: Vec<i64> = "The answer is".bytes().map(i64::from).collect();
-    let (free, _) = generate(&loaded.model, SPECIAL, Some(&tok), &[(ascii_prompt.clone(), params(2, 24))], 1).unwrap();
+    let (free, _) = generate(
+        &loaded.model,
+        SPECIAL,
+        Some(&tok),
+        &[(ascii_prompt.clone(), params(2, 24))],
+        1,
+    )
+    .unwrap();
     let text = &free[0].text;
-    let (at, stop) = text.char_indices().skip(3).find(|(_, c)| c.is_ascii_graphic()).expect("an ASCII char");
+    let (at, stop) = text
+        .char_indices()
+        .skip(3)
+        .find(|(_, c)| c.is_ascii_graphic())
+        .expect("an ASCII char");
     let mut p = params(2, 24);
     p.stop.stop_strings = vec![stop.to_string()];
     let (cut, _) = generate(&loaded.model, SPECIAL, Some(&tok), &[(ascii_prompt, p)], 1).unwrap();

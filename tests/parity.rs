@@ -6,9 +6,9 @@ mod common;
 
 use std::process::Command;
 
-use tch::{Device, Kind, Tensor};
 use t3d::engine::batch::block_causal_mask;
 use t3d::model::qwen3::ForwardInput;
+use tch::{Device, Kind, Tensor};
 
 #[test]
 fn logits_match_transformers_qwen3_under_block_causal_mask() {
@@ -20,19 +20,33 @@ fn logits_match_transformers_qwen3_under_block_causal_mask() {
     let ids = Tensor::randint(common::VOCAB, [batch, len], (Kind::Int64, Device::Cpu));
     // Second row starts at position 5 (as a sequence with 5 cached tokens would).
     let offsets = Tensor::from_slice(&[0i64, 5]);
-    let positions = offsets.view([batch, 1]) + Tensor::arange(len, (Kind::Int64, Device::Cpu)).view([1, len]);
+    let positions =
+        offsets.view([batch, 1]) + Tensor::arange(len, (Kind::Int64, Device::Cpu)).view([1, len]);
     let zeros = Tensor::zeros([batch], (Kind::Int64, Device::Cpu));
     let lens = Tensor::full([batch], len, (Kind::Int64, Device::Cpu));
     // Mask over this pass's own rows: key k allowed iff k/4 <= row/4 (block-causal, b = 4).
-    let local = Tensor::arange(len, (Kind::Int64, Device::Cpu)).view([1, len]).repeat([batch, 1]);
+    let local = Tensor::arange(len, (Kind::Int64, Device::Cpu))
+        .view([1, len])
+        .repeat([batch, 1]);
     let mask = block_causal_mask(&local, &zeros, &lens, 4, len);
     let inputs = dir.path().join("inputs.safetensors");
     let mask_u8 = mask.to_kind(Kind::Uint8);
-    Tensor::write_safetensors(&[("input_ids", &ids), ("position_ids", &positions), ("mask", &mask_u8)], &inputs).unwrap();
+    Tensor::write_safetensors(
+        &[
+            ("input_ids", &ids),
+            ("position_ids", &positions),
+            ("mask", &mask_u8),
+        ],
+        &inputs,
+    )
+    .unwrap();
 
     let out = dir.path().join("logits.safetensors");
     let status = Command::new(common::venv_python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/hf_forward.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/hf_forward.py"
+        ))
         .args([&model_dir, &inputs, &out])
         .status()
         .unwrap();
@@ -40,11 +54,19 @@ fn logits_match_transformers_qwen3_under_block_causal_mask() {
     let reference = Tensor::read_safetensors(&out).unwrap().remove(0).1;
 
     let reloaded = t3d::model::checkpoint::load(&model_dir, Device::Cpu, Kind::Float).unwrap();
-    let input = ForwardInput { ids: &ids, positions: &positions, mask: &mask, kv: None };
+    let input = ForwardInput {
+        ids: &ids,
+        positions: &positions,
+        mask: &mask,
+        kv: None,
+    };
     let ours = tch::no_grad(|| reloaded.model.forward(&input));
     assert_eq!(ours.size(), reference.size());
     let err = common::max_relative_error(&ours, &reference);
     println!("parity: max |ours - transformers| / max |transformers| = {err:.3e}");
     assert!(err <= 1e-4, "relative error {err}");
-    assert!(reference.abs().max().double_value(&[]) > 1.0, "logits are not trivially small");
+    assert!(
+        reference.abs().max().double_value(&[]) > 1.0,
+        "logits are not trivially small"
+    );
 }

@@ -245,10 +245,12 @@ mod tests {
     const IDS: SpecialIds = SpecialIds { eos: 0, mask: 99 };
 
     fn params(steps: usize, max_tokens: usize) -> GenerationParams {
-        let mut p = GenerationParams::default();
-        p.denoise = DenoiseParams {
-            steps_per_block: steps,
-            ..DenoiseParams::default()
+        let mut p = GenerationParams {
+            denoise: DenoiseParams {
+                steps_per_block: steps,
+                ..DenoiseParams::default()
+            },
+            ..GenerationParams::default()
         };
         p.stop.max_tokens = max_tokens;
         p

@@ -36,7 +36,10 @@ pub fn tiny_model(seed: i64) -> LoadedModel {
 pub fn save_with_tokenizer(loaded: &LoadedModel, dir: &Path) -> PathBuf {
     let staging = tempfile::tempdir().unwrap();
     write_byte_tokenizer(staging.path()).unwrap();
-    let opts = SaveOptions { tokenizer_from: Some(staging.path().to_path_buf()), ..SaveOptions::default() };
+    let opts = SaveOptions {
+        tokenizer_from: Some(staging.path().to_path_buf()),
+        ..SaveOptions::default()
+    };
     checkpoint::save(dir, &loaded.vars, &loaded.config, &opts).unwrap();
     dir.to_path_buf()
 }
@@ -49,7 +52,11 @@ pub fn tokenizer(dir: &Path) -> TextTokenizer {
 /// The project venv's Python (made by `scripts/setup.sh`).
 pub fn venv_python() -> PathBuf {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(python.exists(), "{} missing: run scripts/setup.sh", python.display());
+    assert!(
+        python.exists(),
+        "{} missing: run scripts/setup.sh",
+        python.display()
+    );
     python
 }
 

@@ -1,0 +1,104 @@
+"""A straightforward Python block-diffusion decoding loop over `transformers`' Qwen3, for a
+side-by-side speed comparison with `t3d bench` (same checkpoint, same algorithm and settings).
+
+Algorithm (spec §3.8, as upstream writes it): block-causal prefill of the prompt's whole blocks
+into a DynamicCache; per block S denoising forwards over [cache ; block] (the cache is cropped
+back after each), greedy static low-confidence unmasking, then one more forward that stores the
+finished block's keys/values. Random prompt ids, EOS ignored, equal prompt lengths.
+
+usage: hf_decode_bench.py MODEL_DIR [--batch-sizes 1,16] [--steps 1,4] [--block-size 4]
+       [--prompt-len 32] [--gen-tokens 64] [--repeats 3] [--json OUT]
+"""
+import argparse
+import json
+import os
+import statistics
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import torch  # noqa: E402
+from transformers import DynamicCache, Qwen3Config, Qwen3ForCausalLM  # noqa: E402
+
+
+def additive(mask):
+    return torch.zeros(mask.shape, dtype=torch.float32).masked_fill(~mask, torch.finfo(torch.float32).min)
+
+
+def decode(model, prompts, block, steps, gen_tokens, mask_id):
+    batch, plen = prompts.shape
+    whole = plen // block * block
+    cache = DynamicCache()
+    if whole:
+        pos = torch.arange(whole)
+        blocks = pos // block
+        mask = (blocks[None, :] <= blocks[:, None])[None, None].expand(batch, 1, whole, whole)
+        model(input_ids=prompts[:, :whole], position_ids=pos[None].expand(batch, -1),
+              attention_mask=additive(mask), past_key_values=cache, use_cache=True)
+    ctx = whole
+    cur = prompts[:, whole:]
+    tail = cur.shape[1]
+    out = []
+    schedule = [block // steps + (1 if s < block % steps else 0) for s in range(steps)]
+    while sum(t.shape[1] for t in out) < gen_tokens:
+        blk = torch.cat([cur, torch.full((batch, block - tail), mask_id)], dim=1)
+        pos = torch.arange(ctx, ctx + block)[None].expand(batch, -1)
+        full = additive(torch.ones(batch, 1, block, ctx + block, dtype=torch.bool))
+        for n in schedule:
+            maskable = blk == mask_id
+            if not maskable.any():
+                break
+            logits = model(input_ids=blk, position_ids=pos, attention_mask=full,
+                           past_key_values=cache, use_cache=True).logits
+            cache.crop(-block)
+            conf, tok = logits.float().softmax(-1).max(-1)
+            conf = conf.masked_fill(~maskable, float("-inf"))
+            k = min(n, int(maskable.sum(1).min()))
+            idx = conf.topk(k, dim=1).indices
+            blk = blk.scatter(1, idx, tok.gather(1, idx))
+        model(input_ids=blk, position_ids=pos, attention_mask=full, past_key_values=cache, use_cache=True)
+        ctx += block
+        out.append(blk[:, tail:])
+        cur = blk[:, :0]
+        tail = 0
+    return torch.cat(out, dim=1)[:, :gen_tokens]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("--batch-sizes", default="1,16")
+    ap.add_argument("--steps", default="1,4")
+    ap.add_argument("--block-size", type=int, default=4)
+    ap.add_argument("--prompt-len", type=int, default=32)
+    ap.add_argument("--gen-tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    config = Qwen3Config.from_pretrained(args.model)
+    model = Qwen3ForCausalLM.from_pretrained(args.model, config=config, torch_dtype=torch.float32,
+                                             attn_implementation="sdpa").eval()
+    mask_id = json.load(open(os.path.join(args.model, "config.json")))["mask_token_id"]
+    rows = []
+    print(f"{'batch':>5} {'S':>3} {'tok/s':>10}")
+    gen = torch.Generator().manual_seed(7)
+    for batch in map(int, args.batch_sizes.split(",")):
+        for steps in map(int, args.steps.split(",")):
+            prompts = torch.randint(0, 256, (batch, args.prompt_len), generator=gen)
+            times = []
+            with torch.inference_mode():
+                decode(model, prompts, args.block_size, steps, args.gen_tokens, mask_id)
+                for _ in range(args.repeats):
+                    start = time.perf_counter()
+                    decode(model, prompts, args.block_size, steps, args.gen_tokens, mask_id)
+                    times.append(time.perf_counter() - start)
+            secs = statistics.median(times)
+            tps = batch * args.gen_tokens / secs
+            rows.append({"batch": batch, "steps_per_block": steps, "seconds": secs, "tokens_per_second": tps})
+            print(f"{batch:>5} {steps:>3} {tps:>10.1f}", flush=True)
+    if args.json:
+        json.dump({"model": args.model, "torch_threads": torch.get_num_threads(), "rows": rows},
+                  open(args.json, "w"), indent=2)
+
+
+if __name__ == "__main__":
+    main()

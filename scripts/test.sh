@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite: set-up (idempotent), then every unit, integration and doc test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo test --all-targets
+cargo test --doc
