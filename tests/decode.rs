@@ -267,3 +267,103 @@ fn stop_strings_cut_the_text_before_the_match() {
     assert_eq!(cut[0].text, text[..text.find(stop).unwrap_or(at)]);
     assert_eq!(cut[0].finish_reason, FinishReason::Stop);
 }
+
+#[test]
+fn a_failing_forward_is_an_error_and_the_decoder_keeps_working() {
+    use t3d::engine::{BlockDecoder, EngineError, Sequence};
+    let loaded = common::tiny_model(8);
+    let mut decoder = BlockDecoder::new(&loaded.model, SPECIAL, 2, 64);
+    let mut bad = Sequence::new(0, &[1, 2, 9_999], params(1, 8), SPECIAL);
+    decoder.admit(&mut bad).unwrap();
+    let err = decoder.step(&mut [&mut bad]).unwrap_err();
+    assert!(matches!(err, EngineError::Forward(_)), "{err}");
+    decoder.release(&mut bad);
+    let mut good = Sequence::new(1, &[1, 2, 3], params(1, 8), SPECIAL);
+    decoder.admit(&mut good).unwrap();
+    let outcome = decoder.step(&mut [&mut good]).unwrap();
+    assert_eq!(
+        outcome[0].committed.len(),
+        1,
+        "first block holds 3 prompt tokens and 1 new one"
+    );
+    let (free, total) = (decoder.cache().free_slots(), decoder.cache().slots());
+    assert_eq!((free, total), (1, 2));
+}
+
+#[test]
+fn out_of_vocabulary_prompts_are_rejected_before_decoding() {
+    let loaded = common::tiny_model(8);
+    let err = generate(
+        &loaded.model,
+        SPECIAL,
+        None,
+        &[(vec![1, 2, 300], params(1, 8))],
+        1,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("token id 300"), "{err}");
+}
+
+#[test]
+fn dynamic_remasking_unmasks_everything_above_the_threshold_at_once() {
+    let loaded = common::tiny_model(9);
+    let mut p = params(4, 16);
+    p.denoise.remasking = t3d::engine::Remasking::LowConfidenceDynamic;
+    p.denoise.confidence_threshold = 0.0;
+    let (out, stats) = generate(
+        &loaded.model,
+        SPECIAL,
+        None,
+        &[(prompt(8, 1), p.clone())],
+        1,
+    )
+    .unwrap();
+    assert_eq!(
+        (out[0].tokens.len(), stats.forwards),
+        (16, 4),
+        "one forward per block"
+    );
+    p.denoise.confidence_threshold = 1.0;
+    let (strict, stats) = generate(&loaded.model, SPECIAL, None, &[(prompt(8, 1), p)], 1).unwrap();
+    assert_eq!(
+        stats.forwards, 16,
+        "nothing is above 1.0: one token per step"
+    );
+    let (static_out, _) = generate(
+        &loaded.model,
+        SPECIAL,
+        None,
+        &[(prompt(8, 1), params(4, 16))],
+        1,
+    )
+    .unwrap();
+    assert_eq!(
+        strict[0].tokens, static_out[0].tokens,
+        "then it is static remasking"
+    );
+}
+
+#[test]
+fn every_remasking_policy_decodes_whole_blocks() {
+    use t3d::engine::Remasking::*;
+    let loaded = common::tiny_model(10);
+    for remasking in [
+        LowConfidenceStatic,
+        LowConfidenceDynamic,
+        Sequential,
+        EntropyBounded,
+    ] {
+        let mut p = params(2, 12);
+        p.denoise.remasking = remasking;
+        let (out, stats) = generate(&loaded.model, SPECIAL, None, &[(prompt(5, 2), p)], 1).unwrap();
+        assert_eq!(out[0].tokens.len(), 12, "{remasking:?}");
+        assert!(
+            out[0].tokens.iter().all(|&t| t != SPECIAL.mask),
+            "{remasking:?} committed a mask"
+        );
+        assert!(
+            stats.forwards <= 8,
+            "{remasking:?}: at most S = 2 forwards per block"
+        );
+    }
+}

@@ -70,3 +70,32 @@ fn logits_match_transformers_qwen3_under_block_causal_mask() {
         "logits are not trivially small"
     );
 }
+
+#[test]
+fn bf16_and_f16_forwards_track_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = common::save_with_tokenizer(&common::tiny_model(4), &dir.path().join("m"));
+    let ids = Tensor::from_slice(&[5i64, 9, 44, 200, 17, 3, 3, 120]).view([1, 8]);
+    let positions = Tensor::arange(8, (Kind::Int64, Device::Cpu)).view([1, 8]);
+    let local = positions.shallow_clone();
+    let (zero, eight) = (Tensor::from_slice(&[0i64]), Tensor::from_slice(&[8i64]));
+    let mask = block_causal_mask(&local, &zero, &eight, 4, 8);
+    let run = |kind: Kind| {
+        let loaded = t3d::model::checkpoint::load(&model_dir, Device::Cpu, kind).unwrap();
+        let input = ForwardInput {
+            ids: &ids,
+            positions: &positions,
+            mask: &mask,
+            kv: None,
+        };
+        let logits = tch::no_grad(|| loaded.model.forward(&input));
+        assert_eq!(logits.kind(), kind);
+        logits.to_kind(Kind::Float)
+    };
+    let full = run(Kind::Float);
+    for kind in [Kind::BFloat16, Kind::Half] {
+        let err = common::max_relative_error(&run(kind), &full);
+        println!("{kind:?}: max relative error vs f32 = {err:.3e}");
+        assert!(err < 5e-2, "{kind:?}: {err}");
+    }
+}

@@ -92,8 +92,6 @@ impl<'m> BlockDecoder<'m> {
                 "a step needs admitted, unfinished sequences of one block size".into(),
             ));
         }
-        let batch = ForwardBatch::pack(seqs, self.special.mask, self.model.device());
-        let logits = tch::no_grad(|| self.block_logits(&batch))?;
         let rows: Vec<RowSampling> = seqs
             .iter()
             .flat_map(|s| vec![row_sampling(&s.params); b])
@@ -102,7 +100,13 @@ impl<'m> BlockDecoder<'m> {
         let want_entropy = seqs
             .iter()
             .any(|s| s.params.denoise.remasking == Remasking::EntropyBounded);
-        let sampled = tch::no_grad(|| sample_rows(&logits, &rows, &uniforms, want_entropy));
+        let batch = ForwardBatch::pack(seqs, self.special.mask, self.model.device());
+        // libtorch reports shape errors and out-of-memory as panics through tch's infallible
+        // API; contain them so one failing batch cannot take the caller down.
+        let forward = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tch::no_grad(|| sample_rows(&self.block_logits(&batch), &rows, &uniforms, want_entropy))
+        }));
+        let sampled = forward.map_err(|panic| EngineError::Forward(panic_message(&*panic)))?;
         self.stats.forwards += 1;
         self.stats.rows += batch.real_rows as u64;
         let outcomes = seqs
@@ -126,7 +130,7 @@ impl<'m> BlockDecoder<'m> {
     }
 
     /// Logits `(B·b, V)` of every sequence's block rows.
-    fn block_logits(&self, batch: &ForwardBatch) -> Result<Tensor, EngineError> {
+    fn block_logits(&self, batch: &ForwardBatch) -> Tensor {
         let binding = self.cache.bind(&batch.plan);
         let input = ForwardInput {
             ids: &batch.ids,
@@ -140,8 +144,19 @@ impl<'m> BlockDecoder<'m> {
         let block_hidden = hidden.index(&[Some(rows_of), Some(batch.block_rows.shallow_clone())]);
         let logits = self.model.logits(&block_hidden);
         let vocab = logits.size()[2];
-        Ok(logits.reshape([-1, vocab]))
+        logits.reshape([-1, vocab])
     }
+}
+
+/// The text of a caught panic payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload.downcast_ref::<String>().map(String::as_str);
+    let text = text.or_else(|| payload.downcast_ref::<&str>().copied());
+    text.unwrap_or("forward pass panicked")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn row_sampling(params: &GenerationParams) -> RowSampling {
@@ -186,6 +201,12 @@ pub fn generate(
         params.validate().map_err(EngineError::Invalid)?;
         if prompt.is_empty() {
             return Err(EngineError::Invalid(format!("prompt {i} is empty")));
+        }
+        let vocab = model.config().vocab_size;
+        if let Some(bad) = prompt.iter().find(|&&t| t < 0 || t >= vocab) {
+            return Err(EngineError::Invalid(format!(
+                "prompt {i}: token id {bad} is outside the vocabulary (0..{vocab})"
+            )));
         }
         seqs.push((
             Sequence::new(i as u64, prompt, params.clone(), special),

@@ -36,6 +36,9 @@ pub enum EngineError {
         /// Positions per slot.
         capacity: usize,
     },
+    /// A forward pass failed (libtorch error or out of memory); only its batch is affected.
+    #[error("forward pass failed: {0}")]
+    Forward(String),
     /// The model or tokenizer failed.
     #[error(transparent)]
     Model(#[from] ModelError),

@@ -31,6 +31,8 @@ pub struct TextTokenizer {
     pub eos_id: i64,
     /// The `<|MASK|>` id every new block starts with.
     pub mask_id: i64,
+    /// Padding id (`pad_token`; SDAR uses EOS), for batching training data.
+    pub pad_id: Option<i64>,
 }
 
 fn tok_err(e: impl std::fmt::Display) -> ModelError {
@@ -86,12 +88,14 @@ impl TextTokenizer {
                 dir.display()
             )));
         };
+        let pad_id = id_of(token_string(&tcfg["pad_token"]));
         Ok(Self {
             inner,
             chat_template,
             eos_token,
             eos_id,
             mask_id,
+            pad_id,
         })
     }
 
@@ -246,7 +250,7 @@ mod tests {
     #[test]
     fn byte_tokenizer_round_trips_utf8_and_finds_special_ids() {
         let (_dir, tok) = byte_tokenizer();
-        assert_eq!((tok.eos_id, tok.mask_id), (256, 257));
+        assert_eq!((tok.eos_id, tok.mask_id, tok.pad_id), (256, 257, Some(256)));
         let text = "héllo, 世界 🙂\n";
         let ids = tok.encode(text).unwrap();
         assert_eq!(ids.len(), text.len(), "one token per byte");
@@ -270,6 +274,44 @@ mod tests {
             out.push_str(&piece);
         }
         assert_eq!(out, text);
+    }
+
+    /// A template in the style of Qwen3's: a namespace, Python string methods, type tests,
+    /// `raise_exception` and loop variables.
+    const QWEN_STYLE: &str = r#"{%- set ns = namespace(system=false) -%}
+{%- for message in messages -%}
+{%- if message.role == 'system' -%}{%- set ns.system = true -%}{%- endif -%}
+{%- if message.content is not string -%}{{ raise_exception('content must be text') }}{%- endif -%}
+{{ '<|im_start|>' + message.role + '\n' + message.content.strip() }}
+{%- if message.role == 'user' and message.content.startswith('Q:') %} [q]{% endif %}{{ '<|im_end|>\n' }}
+{%- if loop.last and add_generation_prompt and ns.system %}{{ '<|im_start|>assistant\n' }}{% endif -%}
+{%- endfor -%}"#;
+
+    #[test]
+    fn renders_qwen_style_templates_with_python_methods() {
+        let dir = tempfile::tempdir().unwrap();
+        write_byte_tokenizer(dir.path()).unwrap();
+        let cfg_path = dir.path().join("tokenizer_config.json");
+        let mut cfg: Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+        cfg["chat_template"] = Value::String(QWEN_STYLE.into());
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        let tok = TextTokenizer::from_dir(dir.path(), &SdarConfig::tiny(260)).unwrap();
+        let msgs = [
+            ChatMessage {
+                role: "system".into(),
+                content: " Be brief. ".into(),
+            },
+            ChatMessage {
+                role: "user".into(),
+                content: "Q: 2+2?".into(),
+            },
+        ];
+        let text = tok.apply_chat_template(&msgs, true).unwrap();
+        assert_eq!(
+            text,
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nQ: 2+2? [q]<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]
