@@ -9,7 +9,7 @@
 
 use tch::{nn, Kind, Tensor};
 
-use super::rope::{self, Rope};
+use super::rope::{self, Rope, RopeTables};
 use super::SdarConfig;
 
 /// Where one forward pass keeps attention keys/values.
@@ -37,10 +37,9 @@ impl RmsNorm {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let x32 = x.to_kind(Kind::Float);
-        let var = x32.square().mean_dim(-1, true, Kind::Float);
-        let normed = (x32 * (var + self.eps).rsqrt()).to_kind(x.kind());
-        normed * &self.weight
+        // ATen's rms_norm upcasts to f32 for the statistics, casts the normalised values back
+        // to the input dtype, then multiplies the weight: the `transformers` order.
+        x.rms_norm([self.weight.size()[0]], Some(&self.weight), self.eps)
     }
 }
 
@@ -99,8 +98,8 @@ impl Attention {
             .forward(&split(x.apply(&self.k_proj), self.kv_heads))
             .transpose(1, 2);
         let v = split(x.apply(&self.v_proj), self.kv_heads).transpose(1, 2);
-        let q = rope::apply(&q, ctx.cos, ctx.sin);
-        let k = rope::apply(&k, ctx.cos, ctx.sin);
+        let q = rope::apply(&q, ctx.rope);
+        let k = rope::apply(&k, ctx.rope);
         let (k, v) = match ctx.kv {
             Some(binding) => binding.attend_over(ctx.layer, &k, &v),
             None => (k, v),
@@ -155,8 +154,7 @@ struct DecoderLayer {
 /// Per-layer inputs shared by every layer of one forward pass.
 struct LayerContext<'a> {
     layer: usize,
-    cos: &'a Tensor,
-    sin: &'a Tensor,
+    rope: &'a RopeTables,
     mask: &'a Tensor,
     kv: Option<&'a dyn KvBinding>,
 }
@@ -255,12 +253,11 @@ impl Sdar {
     /// Final hidden states `(B, T, H)` after the last RMSNorm.
     pub fn hidden_states(&self, input: &ForwardInput) -> Tensor {
         let mut x = Tensor::embedding(&self.embed_tokens, input.ids, -1, false, false);
-        let (cos, sin) = self.rope.tables(input.positions, x.kind());
+        let rope = self.rope.tables(input.positions, x.kind());
         for (layer, block) in self.layers.iter().enumerate() {
             let ctx = LayerContext {
                 layer,
-                cos: &cos,
-                sin: &sin,
+                rope: &rope,
                 mask: input.mask,
                 kv: input.kv,
             };

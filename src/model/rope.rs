@@ -21,18 +21,27 @@ impl Rope {
         Self { inv_freq }
     }
 
-    /// `(cos, sin)` of shape `(B, 1, T, D)` for positions `(B, T)`, cast to `kind`.
-    pub fn tables(&self, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
+    /// Tables for positions `(B, T)`: `cos` and the sign-folded `sin` (`[-sin, sin]` over the two
+    /// halves), both `(B, 1, T, D)` and cast to `kind`; see [`apply`].
+    pub fn tables(&self, positions: &Tensor, kind: Kind) -> RopeTables {
         let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * self.inv_freq.view([1, 1, -1]);
         let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1); // (B, 1, T, D)
-        (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
+        let sin = freqs.sin().unsqueeze(1);
+        let signed_sin = Tensor::cat(&[-&sin, sin], -1);
+        RopeTables { cos: emb.cos().to_kind(kind), signed_sin: signed_sin.to_kind(kind) }
     }
 }
 
-/// `x · cos + rotate_half(x) · sin` with `rotate_half([a, b]) = [-b, a]`; `x` is `(B, H, T, D)`.
-pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+/// Per-forward rotary tables (see [`Rope::tables`]).
+#[derive(Debug)]
+pub struct RopeTables {
+    cos: Tensor,
+    signed_sin: Tensor,
+}
+
+/// `x · cos + rotate_half(x) · sin` with `rotate_half([a, b]) = [-b, a]`, written as a roll of the
+/// two halves times the sign-folded sine; `x` is `(B, H, T, D)`.
+pub fn apply(x: &Tensor, tables: &RopeTables) -> Tensor {
     let half = x.size()[3] / 2;
-    let (a, b) = (x.narrow(3, 0, half), x.narrow(3, half, half));
-    let rotated = Tensor::cat(&[&(-b), &a], 3);
-    x * cos + rotated * sin
+    x * &tables.cos + x.roll([half], [3]) * &tables.signed_sin
 }
