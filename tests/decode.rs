@@ -272,7 +272,7 @@ fn stop_strings_cut_the_text_before_the_match() {
 fn a_failing_forward_is_an_error_and_the_decoder_keeps_working() {
     use t3d::engine::{BlockDecoder, EngineError, Sequence};
     let loaded = common::tiny_model(8);
-    let mut decoder = BlockDecoder::new(&loaded.model, SPECIAL, 2, 64);
+    let mut decoder = BlockDecoder::new(&loaded.model, SPECIAL, None, 2, 64);
     let mut bad = Sequence::new(0, &[1, 2, 9_999], params(1, 8), SPECIAL);
     decoder.admit(&mut bad).unwrap();
     let err = decoder.step(&mut [&mut bad]).unwrap_err();

@@ -12,7 +12,6 @@ use super::kv_cache::KvCache;
 use super::params::{FinishReason, GenerationParams, Remasking};
 use super::sampler::{sample_rows, RowSampling};
 use super::sequence::{Sequence, SpecialIds, StepOutcome};
-use super::stop::StopStringMatcher;
 use super::EngineError;
 use crate::model::{qwen3::ForwardInput, Sdar, TextTokenizer};
 
@@ -30,18 +29,27 @@ pub struct DecodeStats {
 /// Owns a KV cache and runs denoising steps of a model over groups of sequences.
 pub struct BlockDecoder<'m> {
     model: &'m Sdar,
+    tokenizer: Option<&'m TextTokenizer>,
     cache: KvCache,
     special: SpecialIds,
     stats: DecodeStats,
 }
 
 impl<'m> BlockDecoder<'m> {
-    /// A decoder with `slots` concurrent sequences of up to `capacity` positions each.
-    pub fn new(model: &'m Sdar, special: SpecialIds, slots: usize, capacity: usize) -> Self {
+    /// A decoder with `slots` concurrent sequences of up to `capacity` positions each; with a
+    /// tokenizer it also enforces stop strings.
+    pub fn new(
+        model: &'m Sdar,
+        special: SpecialIds,
+        tokenizer: Option<&'m TextTokenizer>,
+        slots: usize,
+        capacity: usize,
+    ) -> Self {
         let kind = model.dtype();
         let cache = KvCache::new(model.config(), slots, capacity, kind, model.device());
         Self {
             model,
+            tokenizer,
             cache,
             special,
             stats: DecodeStats::default(),
@@ -109,19 +117,22 @@ impl<'m> BlockDecoder<'m> {
         let sampled = forward.map_err(|panic| EngineError::Forward(panic_message(&*panic)))?;
         self.stats.forwards += 1;
         self.stats.rows += batch.real_rows as u64;
-        let outcomes = seqs
-            .iter_mut()
-            .enumerate()
-            .map(|(i, seq)| {
-                let span = i * b..(i + 1) * b;
-                let entropy = sampled.entropy.get(span.clone()).unwrap_or(&[]);
-                seq.apply_step(
-                    &sampled.tokens[span.clone()],
-                    &sampled.confidence[span],
-                    entropy,
-                )
-            })
-            .collect::<Vec<_>>();
+        let mut outcomes = Vec::with_capacity(seqs.len());
+        for (i, seq) in seqs.iter_mut().enumerate() {
+            let span = i * b..(i + 1) * b;
+            let entropy = sampled.entropy.get(span.clone()).unwrap_or(&[]);
+            let mut outcome = seq.apply_step(
+                &sampled.tokens[span.clone()],
+                &sampled.confidence[span],
+                entropy,
+            );
+            if let (Some(tokenizer), false) = (self.tokenizer, outcome.committed.is_empty()) {
+                if seq.watch_stop_strings(tokenizer, &outcome.committed)? {
+                    outcome.finished = seq.finish_reason();
+                }
+            }
+            outcomes.push(outcome);
+        }
         self.stats.tokens += outcomes
             .iter()
             .map(|o| o.committed.len() as u64)
@@ -185,6 +196,26 @@ pub struct Generation {
     pub forwards: u32,
 }
 
+/// Checks one request before it reaches the decoder.
+fn validate_request(
+    model: &Sdar,
+    index: usize,
+    prompt: &[i64],
+    params: &GenerationParams,
+) -> Result<(), EngineError> {
+    params.validate().map_err(EngineError::Invalid)?;
+    if prompt.is_empty() {
+        return Err(EngineError::Invalid(format!("prompt {index} is empty")));
+    }
+    let vocab = model.config().vocab_size;
+    match prompt.iter().find(|&&t| t < 0 || t >= vocab) {
+        Some(bad) => Err(EngineError::Invalid(format!(
+            "prompt {index}: token id {bad} is outside the vocabulary (0..{vocab})"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Decodes every prompt of `requests` (one block size) together, at most `max_batch` at a time,
 /// returning the generations in input order and the decoder's counters.
 ///
@@ -198,87 +229,39 @@ pub fn generate(
 ) -> Result<(Vec<Generation>, DecodeStats), EngineError> {
     let mut seqs = Vec::with_capacity(requests.len());
     for (i, (prompt, params)) in requests.iter().enumerate() {
-        params.validate().map_err(EngineError::Invalid)?;
-        if prompt.is_empty() {
-            return Err(EngineError::Invalid(format!("prompt {i} is empty")));
-        }
-        let vocab = model.config().vocab_size;
-        if let Some(bad) = prompt.iter().find(|&&t| t < 0 || t >= vocab) {
-            return Err(EngineError::Invalid(format!(
-                "prompt {i}: token id {bad} is outside the vocabulary (0..{vocab})"
-            )));
-        }
-        seqs.push((
-            Sequence::new(i as u64, prompt, params.clone(), special),
-            StopStringMatcher::new(&params.stop.stop_strings),
-        ));
+        validate_request(model, i, prompt, params)?;
+        seqs.push(Sequence::new(i as u64, prompt, params.clone(), special));
     }
-    let capacity = seqs.iter().map(|(s, _)| s.max_context()).max().unwrap_or(0);
-    let mut decoder = BlockDecoder::new(
-        model,
-        special,
-        max_batch.max(1).min(seqs.len().max(1)),
-        capacity,
-    );
+    let capacity = seqs.iter().map(Sequence::max_context).max().unwrap_or(0);
+    let slots = max_batch.clamp(1, seqs.len().max(1));
+    let mut decoder = BlockDecoder::new(model, special, tokenizer, slots, capacity);
     let mut results: Vec<Option<Generation>> = vec![None; seqs.len()];
-    let mut next = 0;
-    let mut active: Vec<usize> = Vec::new();
-    while next < seqs.len() || !active.is_empty() {
-        while next < seqs.len() && decoder.cache().free_slots() > 0 {
-            decoder.admit(&mut seqs[next].0)?;
-            active.push(next);
-            next += 1;
+    let mut waiting = seqs.iter_mut().enumerate().peekable();
+    let mut active: Vec<(usize, &mut Sequence)> = Vec::new();
+    while waiting.peek().is_some() || !active.is_empty() {
+        while decoder.cache().free_slots() > 0 {
+            let Some((i, seq)) = waiting.next() else {
+                break;
+            };
+            decoder.admit(seq)?;
+            active.push((i, seq));
         }
-        step_active(&mut decoder, &mut seqs, &active, tokenizer)?;
-        let done: Vec<usize> = active
-            .iter()
-            .copied()
-            .filter(|&i| seqs[i].0.finish_reason().is_some())
-            .collect();
-        for i in done {
-            decoder.release(&mut seqs[i].0);
-            results[i] = Some(finished(&seqs[i], tokenizer)?);
-        }
-        active.retain(|&i| seqs[i].0.finish_reason().is_none());
-    }
-    let stats = decoder.stats();
-    Ok((results.into_iter().flatten().collect(), stats))
-}
-
-fn step_active(
-    decoder: &mut BlockDecoder,
-    seqs: &mut [(Sequence, StopStringMatcher)],
-    active: &[usize],
-    tokenizer: Option<&TextTokenizer>,
-) -> Result<(), EngineError> {
-    let mut group: Vec<&mut (Sequence, StopStringMatcher)> = seqs
-        .iter_mut()
-        .enumerate()
-        .filter(|(i, _)| active.contains(i))
-        .map(|(_, s)| s)
-        .collect();
-    let mut batch: Vec<&mut Sequence> = group.iter_mut().map(|pair| &mut pair.0).collect();
-    let outcomes = decoder.step(&mut batch)?;
-    let Some(tokenizer) = tokenizer else {
-        return Ok(());
-    };
-    for (pair, outcome) in group.iter_mut().zip(outcomes) {
-        if !outcome.committed.is_empty()
-            && pair.1.push(tokenizer, &outcome.committed)?
-            && outcome.finished.is_none()
+        let mut batch: Vec<&mut Sequence> = active.iter_mut().map(|(_, s)| &mut **s).collect();
+        decoder.step(&mut batch)?;
+        for (i, seq) in active
+            .iter_mut()
+            .filter(|(_, s)| s.finish_reason().is_some())
         {
-            pair.0.finish_now(FinishReason::Stop);
+            decoder.release(seq);
+            results[*i] = Some(finished(seq, tokenizer)?);
         }
+        active.retain(|(_, s)| s.finish_reason().is_none());
     }
-    Ok(())
+    Ok((results.into_iter().flatten().collect(), decoder.stats()))
 }
 
-fn finished(
-    pair: &(Sequence, StopStringMatcher),
-    tokenizer: Option<&TextTokenizer>,
-) -> Result<Generation, EngineError> {
-    let (seq, matcher) = pair;
-    let text = match (matcher.cut_text(), tokenizer) {
+fn finished(seq: &Sequence, tokenizer: Option<&TextTokenizer>) -> Result<Generation, EngineError> {
+    let text = match (seq.text_before_stop(), tokenizer) {
         (Some(text), _) => text.to_string(),
         (None, Some(tokenizer)) => tokenizer.decode(seq.completion(), true)?,
         (None, None) => String::new(),
@@ -287,7 +270,7 @@ fn finished(
         tokens: seq.completion().to_vec(),
         text,
         trajectory: seq.trajectory().to_vec(),
-        // Unwrap is safe: only finished sequences are collected.
+        // Only finished sequences are collected, so the fallback is never used.
         finish_reason: seq.finish_reason().unwrap_or(FinishReason::Stop),
         prompt_tokens: seq.prompt_len(),
         forwards: seq.forwards(),

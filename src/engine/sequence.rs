@@ -10,6 +10,8 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use super::denoise::{self, BlockScores, PolicyParams};
 use super::params::{FinishReason, GenerationParams};
+use super::stop::StopStringMatcher;
+use crate::model::{ModelError, TextTokenizer};
 
 /// Special ids the decoder needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +53,7 @@ pub struct Sequence {
     trajectory: Vec<u32>,
     finish: Option<FinishReason>,
     forwards: u32,
+    stop_text: StopStringMatcher,
 }
 
 /// What one denoising step did to a sequence.
@@ -77,7 +80,6 @@ impl Sequence {
         Self {
             id,
             schedule: denoise::transfer_schedule(b, params.denoise.steps_per_block),
-            params,
             prompt_len: prompt.len(),
             special,
             rng,
@@ -94,6 +96,8 @@ impl Sequence {
             trajectory: Vec::new(),
             finish: None,
             forwards: 0,
+            stop_text: StopStringMatcher::new(&params.stop.stop_strings),
+            params,
         }
     }
 
@@ -204,6 +208,25 @@ impl Sequence {
         self.first_unmask = vec![0; b];
         self.prompt_tail = 0;
         self.block_step = 0;
+    }
+
+    /// Feeds newly committed tokens to the stop-string matcher; a match ends the sequence
+    /// (`finish_reason` becomes `Stop`) and returns `true`.
+    pub fn watch_stop_strings(
+        &mut self,
+        tokenizer: &TextTokenizer,
+        committed: &[i64],
+    ) -> Result<bool, ModelError> {
+        if self.finish.is_some() || !self.stop_text.push(tokenizer, committed)? {
+            return Ok(false);
+        }
+        self.finish = Some(FinishReason::Stop);
+        Ok(true)
+    }
+
+    /// The completion text cut before a matched stop string, once one matched.
+    pub fn text_before_stop(&self) -> Option<&str> {
+        self.stop_text.cut_text()
     }
 
     /// Ends the sequence early (a stop string matched, or the caller cancelled it).

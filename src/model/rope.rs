@@ -28,7 +28,10 @@ impl Rope {
         let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1); // (B, 1, T, D)
         let sin = freqs.sin().unsqueeze(1);
         let signed_sin = Tensor::cat(&[-&sin, sin], -1);
-        RopeTables { cos: emb.cos().to_kind(kind), signed_sin: signed_sin.to_kind(kind) }
+        RopeTables {
+            cos: emb.cos().to_kind(kind),
+            signed_sin: signed_sin.to_kind(kind),
+        }
     }
 }
 
