@@ -58,33 +58,65 @@ impl ForwardBatch {
             }
         }
         let slots: Vec<i64> = seqs.iter().map(|s| s.slot.unwrap_or(0) as i64).collect();
+        let real_rows = lens.iter().sum::<i64>() as usize;
         let contiguous_from = slots
             .windows(2)
             .all(|w| w[1] == w[0] + 1)
             .then_some(slots[0]);
-        let on = |v: &[i64]| Tensor::from_slice(v).to_device(device);
+        let block_starts: Vec<i64> = seqs.iter().map(|s| s.block_row() as i64).collect();
+        // One host-to-device copy for every index array of the step.
+        let mut host = HostIndices::default();
+        let parts = [
+            &ids,
+            &cached,
+            &lens,
+            &slots,
+            &block_starts,
+            &write_rows,
+            &write_slots,
+            &write_positions,
+        ];
+        let [ids, cached, lens, slots, block_starts, write_rows, write_slots, write_positions] =
+            parts.map(|v| host.push(v));
+        let on_device = Tensor::from_slice(&host.data).to_device(device);
+        let on =
+            |range: std::ops::Range<i64>| on_device.narrow(0, range.start, range.end - range.start);
         let batch = seqs.len() as i64;
         let row = Tensor::arange(q_max, (Kind::Int64, device)).view([1, q_max]);
-        let positions = on(&cached).view([batch, 1]) + &row;
-        let mask = block_causal_mask(&positions, &on(&cached), &on(&lens), b, key_len);
-        let block_starts: Vec<i64> = seqs.iter().map(|s| s.block_row() as i64).collect();
-        let block_rows = on(&block_starts).view([batch, 1])
+        let positions = on(cached.clone()).view([batch, 1]) + &row;
+        let mask = block_causal_mask(&positions, &on(cached), &on(lens), b, key_len);
+        let block_rows = on(block_starts).view([batch, 1])
             + Tensor::arange(b, (Kind::Int64, device)).view([1, b]);
         Self {
-            ids: on(&ids).view([batch, q_max]),
+            ids: on(ids).view([batch, q_max]),
             positions,
             mask,
             plan: WritePlan {
-                slots: on(&slots),
+                slots: on(slots),
                 contiguous_from,
-                write_rows: on(&write_rows),
-                write_slots: on(&write_slots),
-                write_positions: on(&write_positions),
+                write_rows: on(write_rows),
+                write_slots: on(write_slots),
+                write_positions: on(write_positions),
                 key_len,
             },
             block_rows,
-            real_rows: lens.iter().sum::<i64>() as usize,
+            real_rows,
         }
+    }
+}
+
+/// Index arrays laid end to end, so a step makes one transfer instead of one per array.
+#[derive(Default)]
+struct HostIndices {
+    data: Vec<i64>,
+}
+
+impl HostIndices {
+    /// Appends `values`; returns their range in the buffer.
+    fn push(&mut self, values: &[i64]) -> std::ops::Range<i64> {
+        let start = self.data.len() as i64;
+        self.data.extend_from_slice(values);
+        start..self.data.len() as i64
     }
 }
 

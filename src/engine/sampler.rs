@@ -74,15 +74,18 @@ pub fn sample_rows(
             max_prob.where_self(&greedy, &conf),
         )
     };
-    let entropy = if want_entropy {
-        to_host_f32(&entropy_of(&probs))
-    } else {
-        Vec::new()
-    };
+    // One device-to-host transfer for everything: token ids are exact in f32 below 2^24, far
+    // above any vocabulary size.
+    let mut parts = vec![tokens.to_kind(Kind::Float), confidence];
+    if want_entropy {
+        parts.push(entropy_of(&probs));
+    }
+    let host = to_host_f32(&Tensor::stack(&parts, 0).flatten(0, -1));
+    let r = rows.len();
     SampledRows {
-        tokens: to_host_i64(&tokens),
-        confidence: to_host_f32(&confidence),
-        entropy,
+        tokens: host[..r].iter().map(|&t| t as i64).collect(),
+        confidence: host[r..2 * r].to_vec(),
+        entropy: host.get(2 * r..).map(<[f32]>::to_vec).unwrap_or_default(),
     }
 }
 
@@ -132,11 +135,6 @@ fn renormalise(p: &Tensor) -> Tensor {
 
 fn entropy_of(probs: &Tensor) -> Tensor {
     -(probs * probs.clamp_min(1e-30).log()).sum_dim_intlist(-1, false, Kind::Float)
-}
-
-fn to_host_i64(t: &Tensor) -> Vec<i64> {
-    // Unwrap is safe: a 1-D int64 tensor always converts.
-    Vec::<i64>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Int64)).unwrap()
 }
 
 fn to_host_f32(t: &Tensor) -> Vec<f32> {
