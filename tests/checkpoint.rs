@@ -29,7 +29,7 @@ fn save_and_load_round_trip_gives_identical_logits() {
     let path = common::save_with_tokenizer(&loaded, &dir.path().join("ckpt"));
     let back = checkpoint::load(&path, Device::Cpu, Kind::Float).unwrap();
     assert!(logits(&loaded.model).equal(&logits(&back.model)));
-    let mut expected = loaded.config.clone();
+    let mut expected = loaded.config;
     expected
         .extra
         .insert("torch_dtype".into(), "float32".into());

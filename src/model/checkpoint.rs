@@ -36,8 +36,8 @@ pub struct LoadedModel {
 pub fn random(config: &SdarConfig, device: Device, kind: Kind, seed: i64) -> LoadedModel {
     tch::manual_seed(seed);
     let mut vars = nn::VarStore::new(device);
+    vars.set_kind(kind); // parameters are created directly in `kind`
     let model = Sdar::new(&vars.root(), config);
-    vars.set_kind(kind);
     LoadedModel {
         vars,
         model,
@@ -49,6 +49,7 @@ pub fn random(config: &SdarConfig, device: Device, kind: Kind, seed: i64) -> Loa
 pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<LoadedModel, ModelError> {
     let config = SdarConfig::from_file(&dir.join("config.json"))?;
     let mut vars = nn::VarStore::new(device);
+    vars.set_kind(kind); // no f32 copy of a bf16 model on the way in
     let model = Sdar::new(&vars.root(), &config);
     let expected = vars.variables();
     let mut seen = HashSet::new();
@@ -70,7 +71,6 @@ pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<LoadedModel, Model
         );
         return Err(ModelError::checkpoint(&file, msg));
     }
-    vars.set_kind(kind);
     Ok(LoadedModel {
         vars,
         model,
@@ -107,7 +107,7 @@ fn load_file(
     tied: bool,
     seen: &mut HashSet<String>,
 ) -> Result<(), ModelError> {
-    let bytes = std::fs::read(file).map_err(|e| ModelError::io(file, e))?;
+    let bytes = map_file(file)?;
     let tensors = SafeTensors::deserialize(&bytes)
         .map_err(|e| ModelError::checkpoint(file, format!("not a safetensors file: {e}")))?;
     for (name, view) in tensors.tensors() {
@@ -136,6 +136,16 @@ fn load_file(
         seen.insert(name);
     }
     Ok(())
+}
+
+/// Maps `file` read-only, so a multi-gigabyte shard is paged in rather than copied to the heap.
+fn map_file(file: &Path) -> Result<memmap2::Mmap, ModelError> {
+    let handle = std::fs::File::open(file).map_err(|e| ModelError::io(file, e))?;
+    // SAFETY: the map is read-only and lives only while this shard is copied into the model;
+    // a checkpoint file truncated by another process meanwhile is outside what we support.
+    #[allow(unsafe_code)]
+    let map = unsafe { memmap2::Mmap::map(&handle) };
+    map.map_err(|e| ModelError::io(file, e))
 }
 
 fn kind_of(dtype: Dtype) -> Option<Kind> {

@@ -29,7 +29,7 @@ struct RmsNorm {
 }
 
 impl RmsNorm {
-    fn new(p: nn::Path, dim: i64, eps: f64) -> Self {
+    fn new(p: &nn::Path, dim: i64, eps: f64) -> Self {
         Self {
             weight: p.var("weight", &[dim], nn::Init::Const(1.0)),
             eps,
@@ -69,16 +69,16 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(p: nn::Path, cfg: &SdarConfig) -> Self {
+    fn new(p: &nn::Path, cfg: &SdarConfig) -> Self {
         let (h, d) = (cfg.hidden_size, cfg.head_dim());
         let (nq, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
         Self {
-            q_proj: linear(&p / "q_proj", h, nq * d),
-            k_proj: linear(&p / "k_proj", h, nkv * d),
-            v_proj: linear(&p / "v_proj", h, nkv * d),
-            o_proj: linear(&p / "o_proj", nq * d, h),
-            q_norm: RmsNorm::new(&p / "q_norm", d, cfg.rms_norm_eps),
-            k_norm: RmsNorm::new(&p / "k_norm", d, cfg.rms_norm_eps),
+            q_proj: linear(p / "q_proj", h, nq * d),
+            k_proj: linear(p / "k_proj", h, nkv * d),
+            v_proj: linear(p / "v_proj", h, nkv * d),
+            o_proj: linear(p / "o_proj", nq * d, h),
+            q_norm: RmsNorm::new(&(p / "q_norm"), d, cfg.rms_norm_eps),
+            k_norm: RmsNorm::new(&(p / "k_norm"), d, cfg.rms_norm_eps),
             heads: nq,
             kv_heads: nkv,
             head_dim: d,
@@ -129,12 +129,12 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn new(p: nn::Path, cfg: &SdarConfig) -> Self {
+    fn new(p: &nn::Path, cfg: &SdarConfig) -> Self {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         Self {
-            gate_proj: linear(&p / "gate_proj", h, i),
-            up_proj: linear(&p / "up_proj", h, i),
-            down_proj: linear(&p / "down_proj", i, h),
+            gate_proj: linear(p / "gate_proj", h, i),
+            up_proj: linear(p / "up_proj", h, i),
+            down_proj: linear(p / "down_proj", i, h),
         }
     }
 
@@ -160,13 +160,13 @@ struct LayerContext<'a> {
 }
 
 impl DecoderLayer {
-    fn new(p: nn::Path, cfg: &SdarConfig) -> Self {
+    fn new(p: &nn::Path, cfg: &SdarConfig) -> Self {
         let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
         Self {
-            input_layernorm: RmsNorm::new(&p / "input_layernorm", h, eps),
-            self_attn: Attention::new(&p / "self_attn", cfg),
-            post_attention_layernorm: RmsNorm::new(&p / "post_attention_layernorm", h, eps),
-            mlp: Mlp::new(&p / "mlp", cfg),
+            input_layernorm: RmsNorm::new(&(p / "input_layernorm"), h, eps),
+            self_attn: Attention::new(&(p / "self_attn"), cfg),
+            post_attention_layernorm: RmsNorm::new(&(p / "post_attention_layernorm"), h, eps),
+            mlp: Mlp::new(&(p / "mlp"), cfg),
         }
     }
 
@@ -213,7 +213,7 @@ impl Sdar {
         };
         let embed_tokens = (&model / "embed_tokens").var("weight", &[v, h], init);
         let layers = (0..config.num_hidden_layers)
-            .map(|i| DecoderLayer::new(&model / "layers" / i, config))
+            .map(|i| DecoderLayer::new(&(&model / "layers" / i), config))
             .collect();
         let lm_head = if config.tie_word_embeddings {
             embed_tokens.shallow_clone()
@@ -224,7 +224,7 @@ impl Sdar {
             config: config.clone(),
             embed_tokens,
             layers,
-            norm: RmsNorm::new(&model / "norm", h, config.rms_norm_eps),
+            norm: RmsNorm::new(&(&model / "norm"), h, config.rms_norm_eps),
             lm_head,
             // Rope base presence is checked by `SdarConfig::validate`.
             rope: Rope::new(
