@@ -205,14 +205,7 @@ fn seeded_sampling_is_reproducible_and_batch_independent() {
     let (alone, _) = generate(&loaded.model, SPECIAL, None, std::slice::from_ref(&a), 1).unwrap();
     let (together, _) = generate(&loaded.model, SPECIAL, None, &[other, a.clone()], 2).unwrap();
     assert_eq!(alone[0].tokens, together[1].tokens);
-    let (reseeded, _) = generate(
-        &loaded.model,
-        SPECIAL,
-        None,
-        &[(a.0.clone(), sampled(43))],
-        1,
-    )
-    .unwrap();
+    let (reseeded, _) = generate(&loaded.model, SPECIAL, None, &[(a.0, sampled(43))], 1).unwrap();
     assert_ne!(
         alone[0].tokens, reseeded[0].tokens,
         "a different seed gives a different sample"
