@@ -8,6 +8,8 @@ finished block's keys/values. Random prompt ids, EOS ignored, equal prompt lengt
 
 usage: hf_decode_bench.py MODEL_DIR [--batch-sizes 1,16] [--steps 1,4] [--block-size 4]
        [--prompt-len 32] [--gen-tokens 64] [--repeats 3] [--json OUT]
+       hf_decode_bench.py MODEL_DIR --decode-ids 1,2,3 --steps S --gen-tokens N
+           (no timing: prints the greedy completion ids of that prompt as JSON, for tests)
 """
 import argparse
 import json
@@ -73,11 +75,18 @@ def main():
     ap.add_argument("--gen-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json")
+    ap.add_argument("--decode-ids")
     args = ap.parse_args()
     config = Qwen3Config.from_pretrained(args.model)
     model = Qwen3ForCausalLM.from_pretrained(args.model, config=config, torch_dtype=torch.float32,
                                              attn_implementation="sdpa").eval()
     mask_id = json.load(open(os.path.join(args.model, "config.json")))["mask_token_id"]
+    if args.decode_ids:
+        prompt = torch.tensor([[int(t) for t in args.decode_ids.split(",")]])
+        with torch.inference_mode():
+            out = decode(model, prompt, args.block_size, int(args.steps), args.gen_tokens, mask_id)
+        print(json.dumps(out[0].tolist()))
+        return
     rows = []
     print(f"{'batch':>5} {'S':>3} {'tok/s':>10}")
     gen = torch.Generator().manual_seed(7)

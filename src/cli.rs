@@ -48,16 +48,20 @@ pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         mask: tokenizer.mask_id,
     };
     let start = Instant::now();
-    let (outputs, stats) = generate(
-        &loaded.model,
-        special,
-        Some(&tokenizer),
-        &[(prompt, params.clone())],
-        1,
-    )?;
+    let request = [(prompt, params.clone())];
+    let (outputs, stats) = generate(&loaded.model, special, Some(&tokenizer), &request, 1)?;
     let seconds = start.elapsed().as_secs_f64();
     let out = &outputs[0];
-    println!("{}", out.text);
+    if args.json {
+        let record = serde_json::json!({
+            "text": out.text, "prompt_token_ids": request[0].0, "token_ids": out.tokens,
+            "trajectory": out.trajectory, "finish_reason": out.finish_reason.as_str(),
+            "forwards": stats.forwards,
+        });
+        println!("{record}");
+    } else {
+        println!("{}", out.text);
+    }
     eprintln!(
         "[t3d] b={} S={} tokens={} forwards={} tokens/forward={:.2} tokens/s={:.1} finish={}",
         params.denoise.block_size,

@@ -115,6 +115,10 @@ pub struct GenerateArgs {
     /// Wrap the prompt as one user message with the model's chat template.
     #[arg(long)]
     pub chat: bool,
+    /// Print one JSON object (text, prompt and completion token ids, trajectory, finish reason,
+    /// forwards) instead of the plain text.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub decode: DecodeArgs,

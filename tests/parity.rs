@@ -99,3 +99,69 @@ fn bf16_and_f16_forwards_track_f32() {
         assert!(err < 5e-2, "{kind:?}: {err}");
     }
 }
+
+/// Greedy completion ids of `prompt` from the Python loop over `transformers` (prefill, S
+/// cached denoising forwards per block with the cache cropped back, a separate commit forward).
+fn transformers_decode(
+    model_dir: &std::path::Path,
+    prompt: &[i64],
+    steps: usize,
+    tokens: usize,
+) -> Vec<i64> {
+    let ids: Vec<String> = prompt.iter().map(i64::to_string).collect();
+    let out = Command::new(common::venv_python())
+        .args([
+            "-W",
+            "ignore",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/hf_decode_bench.py"),
+        ])
+        .arg(model_dir)
+        .args([
+            "--decode-ids",
+            &ids.join(","),
+            "--steps",
+            &steps.to_string(),
+            "--gen-tokens",
+            &tokens.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    serde_json::from_str(&last).unwrap()
+}
+
+#[test]
+fn engine_tokens_match_a_transformers_decoding_loop() {
+    use t3d::engine::{generate, GenerationParams, SpecialIds};
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = common::tiny_model(12);
+    let model_dir = common::save_with_tokenizer(&loaded, &dir.path().join("m"));
+    let special = SpecialIds {
+        eos: 256,
+        mask: 257,
+    };
+    // 19 prompt tokens: the first block holds 3 of them (the prompt-tail path).
+    let prompt: Vec<i64> = "Hello world, this i".bytes().map(i64::from).collect();
+    for steps in [1, 2, 4] {
+        let mut params = GenerationParams::default();
+        params.denoise.steps_per_block = steps;
+        params.stop.max_tokens = 24;
+        params.stop.ignore_eos = true;
+        let (ours, _) =
+            generate(&loaded.model, special, None, &[(prompt.clone(), params)], 1).unwrap();
+        assert_eq!(
+            ours[0].tokens,
+            transformers_decode(&model_dir, &prompt, steps, 24),
+            "S={steps}"
+        );
+    }
+}
