@@ -18,6 +18,7 @@ fn logits(model: &Sdar) -> Tensor {
             positions: &positions,
             mask: &mask,
             kv: None,
+            output_rows: None,
         })
     })
 }

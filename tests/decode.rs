@@ -85,6 +85,7 @@ fn full_forward_block(model: &Sdar, ctx: &[i64], block: &[i64]) -> (Vec<i64>, Ve
         positions: &positions,
         mask: &mask,
         kv: None,
+        output_rows: None,
     };
     let logits = tch::no_grad(|| model.forward(&input))
         .get(0)

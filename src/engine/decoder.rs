@@ -148,12 +148,9 @@ impl<'m> BlockDecoder<'m> {
             positions: &batch.positions,
             mask: &batch.mask,
             kv: Some(&binding),
+            output_rows: Some(&batch.block_rows),
         };
-        let hidden = self.model.hidden_states(&input);
-        let n = batch.block_rows.size()[0];
-        let rows_of = Tensor::arange(n, (tch::Kind::Int64, hidden.device())).unsqueeze(1);
-        let block_hidden = hidden.index(&[Some(rows_of), Some(batch.block_rows.shallow_clone())]);
-        let logits = self.model.logits(&block_hidden);
+        let logits = self.model.logits(&self.model.hidden_states(&input)); // (B, b, V)
         let vocab = logits.size()[2];
         logits.reshape([-1, vocab])
     }

@@ -85,40 +85,56 @@ impl Attention {
         }
     }
 
-    fn forward(&self, x: &Tensor, ctx: &LayerContext) -> Tensor {
-        let (b, t) = (x.size()[0], x.size()[1]);
-        let split = |y: Tensor, heads: i64| y.view([b, t, heads, self.head_dim]);
+    /// Attention over normalised inputs `h` `(B, T, H)`; queries come from every row, or only
+    /// from `rows` (then the output is `(B, R, H)`). Keys/values always come from every row.
+    fn forward(&self, h: &Tensor, ctx: &LayerContext, rows: Option<&QueryRows>) -> Tensor {
+        let (b, t) = (h.size()[0], h.size()[1]);
+        let q_in = rows.map_or_else(|| h.shallow_clone(), |r| take_rows(h, &r.index));
+        let tq = q_in.size()[1];
         // (B, H, T, D) after the per-head norm and the transpose.
-        let q = self
-            .q_norm
-            .forward(&split(x.apply(&self.q_proj), self.heads))
-            .transpose(1, 2);
-        let k = self
-            .k_norm
-            .forward(&split(x.apply(&self.k_proj), self.kv_heads))
-            .transpose(1, 2);
-        let v = split(x.apply(&self.v_proj), self.kv_heads).transpose(1, 2);
-        let q = rope::apply(&q, ctx.rope);
-        let k = rope::apply(&k, ctx.rope);
+        let heads =
+            |y: Tensor, len: i64, n: i64| y.view([b, len, n, self.head_dim]).transpose(1, 2);
+        let q =
+            self.q_norm.forward(
+                &q_in
+                    .apply(&self.q_proj)
+                    .view([b, tq, self.heads, self.head_dim]),
+            );
+        let k =
+            self.k_norm.forward(
+                &h.apply(&self.k_proj)
+                    .view([b, t, self.kv_heads, self.head_dim]),
+            );
+        let v = heads(h.apply(&self.v_proj), t, self.kv_heads);
+        let q = rope::apply(&q.transpose(1, 2), rows.map_or(ctx.rope, |r| &r.rope));
+        let k = rope::apply(&k.transpose(1, 2), ctx.rope);
         let (k, v) = match ctx.kv {
             Some(binding) => binding.attend_over(ctx.layer, &k, &v),
             None => (k, v),
         };
+        let mask = rows.map_or(ctx.mask, |r| &r.mask);
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let o = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            Some(ctx.mask),
-            0.0,
-            false,
-            scale,
-            self.heads != self.kv_heads,
-        );
+        let gqa = self.heads != self.kv_heads;
+        let o =
+            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, scale, gqa);
         o.transpose(1, 2)
-            .reshape([b, t, self.heads * self.head_dim])
+            .reshape([b, tq, self.heads * self.head_dim])
             .apply(&self.o_proj)
     }
+}
+
+/// The rows whose outputs are wanted (the last layer computes queries, attention output and
+/// MLP for these only): row indices `(B, R)` with their RoPE tables and mask rows.
+struct QueryRows {
+    index: Tensor,
+    rope: RopeTables,
+    mask: Tensor,
+}
+
+/// Rows `index` `(B, R)` of `x` `(B, T, …)` → `(B, R, …)`.
+fn take_rows(x: &Tensor, index: &Tensor) -> Tensor {
+    let batch = Tensor::arange(index.size()[0], (Kind::Int64, index.device())).unsqueeze(1);
+    x.index(&[Some(batch), Some(index.shallow_clone())])
 }
 
 #[derive(Debug)]
@@ -170,10 +186,13 @@ impl DecoderLayer {
         }
     }
 
-    fn forward(&self, x: &Tensor, ctx: &LayerContext) -> Tensor {
-        let x = x + self
+    /// One layer; with `rows`, only those rows come out (their keys/values still go in).
+    fn forward(&self, x: &Tensor, ctx: &LayerContext, rows: Option<&QueryRows>) -> Tensor {
+        let attention = self
             .self_attn
-            .forward(&self.input_layernorm.forward(x), ctx);
+            .forward(&self.input_layernorm.forward(x), ctx, rows);
+        let residual = rows.map_or_else(|| x.shallow_clone(), |r| take_rows(x, &r.index));
+        let x = residual + attention;
         &x + self.mlp.forward(&self.post_attention_layernorm.forward(&x))
     }
 }
@@ -189,6 +208,9 @@ pub struct ForwardInput<'a> {
     pub mask: &'a Tensor,
     /// Key/value storage; `None` attends over this pass's own rows only.
     pub kv: Option<&'a dyn KvBinding>,
+    /// Rows `(B, R)` whose hidden states are wanted (`None`: all). Other rows still write their
+    /// keys/values, but the last layer skips their queries, attention output and MLP.
+    pub output_rows: Option<&'a Tensor>,
 }
 
 /// The SDAR / Qwen3 model: parameters live in the [`nn::VarStore`] it was built from.
@@ -250,10 +272,18 @@ impl Sdar {
         self.embed_tokens.kind()
     }
 
-    /// Final hidden states `(B, T, H)` after the last RMSNorm.
+    /// Final hidden states after the last RMSNorm: `(B, T, H)`, or `(B, R, H)` for
+    /// `input.output_rows`.
     pub fn hidden_states(&self, input: &ForwardInput) -> Tensor {
         let mut x = Tensor::embedding(&self.embed_tokens, input.ids, -1, false, false);
-        let rope = self.rope.tables(input.positions, x.kind());
+        let kind = x.kind();
+        let rope = self.rope.tables(input.positions, kind);
+        let rows = input.output_rows.map(|index| QueryRows {
+            index: index.shallow_clone(),
+            rope: self.rope.tables(&take_rows(input.positions, index), kind),
+            mask: take_rows(&input.mask.squeeze_dim(1), index).unsqueeze(1),
+        });
+        let last = self.layers.len().saturating_sub(1);
         for (layer, block) in self.layers.iter().enumerate() {
             let ctx = LayerContext {
                 layer,
@@ -261,7 +291,7 @@ impl Sdar {
                 mask: input.mask,
                 kv: input.kv,
             };
-            x = block.forward(&x, &ctx);
+            x = block.forward(&x, &ctx, if layer == last { rows.as_ref() } else { None });
         }
         self.norm.forward(&x)
     }
