@@ -8,7 +8,7 @@ shape=${1:-small}; gen=${2:-128}
 out=runs/side-by-side-$shape; mkdir -p "$out"
 cargo build --release -q
 [ -f "runs/$shape/config.json" ] || ./target/release/t3d init --shape "$shape" --out "runs/$shape" --seed 0
-common=(--batch-sizes 1,16 --steps 1,2,4 --gen-tokens "$gen" --repeats 5)
+common=(--batch-sizes 1,16 --steps 1,2,4 --gen-tokens "$gen" --repeats 7)
 ./target/release/t3d bench --model "runs/$shape" "${common[@]}" --json "$out/t3d.json" 2>/dev/null
 .venv/bin/python -W ignore scripts/hf_decode_bench.py "runs/$shape" "${common[@]}" --json "$out/hf.json" 2>/dev/null
 .venv/bin/python - "$out" <<'PY'
