@@ -12,15 +12,7 @@ fn logits(model: &Sdar) -> Tensor {
     let ids = Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6]).view([1, 6]);
     let positions = Tensor::arange(6, (Kind::Int64, Device::Cpu)).view([1, 6]);
     let mask = Tensor::ones([1, 1, 6, 6], (Kind::Bool, Device::Cpu));
-    tch::no_grad(|| {
-        model.forward(&ForwardInput {
-            ids: &ids,
-            positions: &positions,
-            mask: &mask,
-            kv: None,
-            output_rows: None,
-        })
-    })
+    tch::no_grad(|| model.forward(&ForwardInput::new(&ids, &positions, &mask)))
 }
 
 #[test]

@@ -5,7 +5,7 @@
 mod common;
 
 use t3d::engine::denoise::transfer_schedule;
-use t3d::engine::{generate, FinishReason, GenerationParams, SpecialIds};
+use t3d::engine::{generate, DecodeStats, FinishReason, Generation, GenerationParams, SpecialIds};
 use t3d::model::qwen3::ForwardInput;
 use t3d::model::Sdar;
 use tch::{Device, Kind, Tensor};
@@ -27,6 +27,15 @@ fn prompt(len: usize, salt: i64) -> Vec<i64> {
     (0..len as i64)
         .map(|i| (i * 37 + salt * 11) % 250 + 1)
         .collect()
+}
+
+/// Decodes one prompt alone.
+fn solo(
+    model: &Sdar,
+    prompt: Vec<i64>,
+    params: GenerationParams,
+) -> (Vec<Generation>, DecodeStats) {
+    generate(model, SPECIAL, None, &[(prompt, params)], 1).unwrap()
 }
 
 /// Spec §3.8 with full forwards over the whole sequence (no cache), greedy, static remasking.
@@ -80,13 +89,7 @@ fn full_forward_block(model: &Sdar, ctx: &[i64], block: &[i64]) -> (Vec<i64>, Ve
         .view([1, 1, n, n]);
     let ids = Tensor::from_slice(&seq).view([1, n]);
     let positions = pos.view([1, n]);
-    let input = ForwardInput {
-        ids: &ids,
-        positions: &positions,
-        mask: &mask,
-        kv: None,
-        output_rows: None,
-    };
+    let input = ForwardInput::new(&ids, &positions, &mask);
     let logits = tch::no_grad(|| model.forward(&input))
         .get(0)
         .narrow(0, n - b, b);
@@ -102,14 +105,7 @@ fn cached_fused_decoder_matches_the_uncached_reference() {
     let loaded = common::tiny_model(1);
     for (steps, len) in [(1, 6), (2, 9), (4, 8), (4, 3)] {
         let p = prompt(len, steps as i64);
-        let (out, _) = generate(
-            &loaded.model,
-            SPECIAL,
-            None,
-            &[(p.clone(), params(steps, 14))],
-            1,
-        )
-        .unwrap();
+        let (out, _) = solo(&loaded.model, p.clone(), params(steps, 14));
         let expected = reference_decode(&loaded.model, &p, 4, steps, 14);
         assert_eq!(out[0].tokens, expected, "S={steps}, prompt length {len}");
     }
@@ -138,14 +134,7 @@ fn batched_greedy_decoding_equals_decoding_alone() {
 fn forwards_per_block_equal_steps_per_block() {
     let loaded = common::tiny_model(3);
     for steps in [1, 2, 4] {
-        let (out, stats) = generate(
-            &loaded.model,
-            SPECIAL,
-            None,
-            &[(prompt(8, 0), params(steps, 32))],
-            1,
-        )
-        .unwrap();
+        let (out, stats) = solo(&loaded.model, prompt(8, 0), params(steps, 32));
         assert_eq!(out[0].tokens.len(), 32);
         assert_eq!(
             stats.forwards,
@@ -159,14 +148,7 @@ fn forwards_per_block_equal_steps_per_block() {
 #[test]
 fn full_step_trajectory_visits_each_step_of_a_block_once() {
     let loaded = common::tiny_model(4);
-    let (out, _) = generate(
-        &loaded.model,
-        SPECIAL,
-        None,
-        &[(prompt(8, 1), params(4, 16))],
-        1,
-    )
-    .unwrap();
+    let (out, _) = solo(&loaded.model, prompt(8, 1), params(4, 16));
     for (block, steps) in out[0].trajectory.chunks(4).enumerate() {
         let mut sorted = steps.to_vec();
         sorted.sort_unstable();
@@ -177,14 +159,7 @@ fn full_step_trajectory_visits_each_step_of_a_block_once() {
             "block {block}"
         );
     }
-    let (one_step, _) = generate(
-        &loaded.model,
-        SPECIAL,
-        None,
-        &[(prompt(8, 1), params(1, 16))],
-        1,
-    )
-    .unwrap();
+    let (one_step, _) = solo(&loaded.model, prompt(8, 1), params(1, 16));
     assert_eq!(
         one_step[0].trajectory,
         vec![1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4]
@@ -206,7 +181,7 @@ fn seeded_sampling_is_reproducible_and_batch_independent() {
     let (alone, _) = generate(&loaded.model, SPECIAL, None, std::slice::from_ref(&a), 1).unwrap();
     let (together, _) = generate(&loaded.model, SPECIAL, None, &[other, a.clone()], 2).unwrap();
     assert_eq!(alone[0].tokens, together[1].tokens);
-    let (reseeded, _) = generate(&loaded.model, SPECIAL, None, &[(a.0, sampled(43))], 1).unwrap();
+    let (reseeded, _) = solo(&loaded.model, a.0, sampled(43));
     assert_ne!(
         alone[0].tokens, reseeded[0].tokens,
         "a different seed gives a different sample"
@@ -216,18 +191,11 @@ fn seeded_sampling_is_reproducible_and_batch_independent() {
 #[test]
 fn stop_token_ids_and_eos_finish_with_stop() {
     let loaded = common::tiny_model(6);
-    let (free, _) = generate(
-        &loaded.model,
-        SPECIAL,
-        None,
-        &[(prompt(8, 3), params(4, 16))],
-        1,
-    )
-    .unwrap();
+    let (free, _) = solo(&loaded.model, prompt(8, 3), params(4, 16));
     let stop_at = free[0].tokens[6];
     let mut p = params(4, 16);
     p.stop.stop_token_ids = vec![stop_at];
-    let (stopped, _) = generate(&loaded.model, SPECIAL, None, &[(prompt(8, 3), p)], 1).unwrap();
+    let (stopped, _) = solo(&loaded.model, prompt(8, 3), p);
     let first = free[0].tokens.iter().position(|&t| t == stop_at).unwrap();
     assert_eq!(stopped[0].tokens, free[0].tokens[..=first].to_vec());
     assert_eq!(stopped[0].finish_reason, FinishReason::Stop);
@@ -304,33 +272,19 @@ fn dynamic_remasking_unmasks_everything_above_the_threshold_at_once() {
     let mut p = params(4, 16);
     p.denoise.remasking = t3d::engine::Remasking::LowConfidenceDynamic;
     p.denoise.confidence_threshold = 0.0;
-    let (out, stats) = generate(
-        &loaded.model,
-        SPECIAL,
-        None,
-        &[(prompt(8, 1), p.clone())],
-        1,
-    )
-    .unwrap();
+    let (out, stats) = solo(&loaded.model, prompt(8, 1), p.clone());
     assert_eq!(
         (out[0].tokens.len(), stats.forwards),
         (16, 4),
         "one forward per block"
     );
     p.denoise.confidence_threshold = 1.0;
-    let (strict, stats) = generate(&loaded.model, SPECIAL, None, &[(prompt(8, 1), p)], 1).unwrap();
+    let (strict, stats) = solo(&loaded.model, prompt(8, 1), p);
     assert_eq!(
         stats.forwards, 16,
         "nothing is above 1.0: one token per step"
     );
-    let (static_out, _) = generate(
-        &loaded.model,
-        SPECIAL,
-        None,
-        &[(prompt(8, 1), params(4, 16))],
-        1,
-    )
-    .unwrap();
+    let (static_out, _) = solo(&loaded.model, prompt(8, 1), params(4, 16));
     assert_eq!(
         strict[0].tokens, static_out[0].tokens,
         "then it is static remasking"
@@ -349,7 +303,7 @@ fn every_remasking_policy_decodes_whole_blocks() {
     ] {
         let mut p = params(2, 12);
         p.denoise.remasking = remasking;
-        let (out, stats) = generate(&loaded.model, SPECIAL, None, &[(prompt(5, 2), p)], 1).unwrap();
+        let (out, stats) = solo(&loaded.model, prompt(5, 2), p);
         assert_eq!(out[0].tokens.len(), 12, "{remasking:?}");
         assert!(
             out[0].tokens.iter().all(|&t| t != SPECIAL.mask),

@@ -54,13 +54,7 @@ fn logits_match_transformers_qwen3_under_block_causal_mask() {
     let reference = Tensor::read_safetensors(&out).unwrap().remove(0).1;
 
     let reloaded = t3d::model::checkpoint::load(&model_dir, Device::Cpu, Kind::Float).unwrap();
-    let input = ForwardInput {
-        ids: &ids,
-        positions: &positions,
-        mask: &mask,
-        kv: None,
-        output_rows: None,
-    };
+    let input = ForwardInput::new(&ids, &positions, &mask);
     let ours = tch::no_grad(|| reloaded.model.forward(&input));
     assert_eq!(ours.size(), reference.size());
     let err = common::max_relative_error(&ours, &reference);
@@ -83,13 +77,7 @@ fn bf16_and_f16_forwards_track_f32() {
     let mask = block_causal_mask(&local, &zero, &eight, 4, 8);
     let run = |kind: Kind| {
         let loaded = t3d::model::checkpoint::load(&model_dir, Device::Cpu, kind).unwrap();
-        let input = ForwardInput {
-            ids: &ids,
-            positions: &positions,
-            mask: &mask,
-            kv: None,
-            output_rows: None,
-        };
+        let input = ForwardInput::new(&ids, &positions, &mask);
         let logits = tch::no_grad(|| loaded.model.forward(&input));
         assert_eq!(logits.kind(), kind);
         logits.to_kind(Kind::Float)
@@ -172,15 +160,31 @@ fn engine_tokens_match_a_transformers_decoding_loop() {
 fn output_rows_equal_the_same_rows_of_a_full_forward() {
     let loaded = common::tiny_model(13);
     let ids = Tensor::from_slice(&[5i64, 9, 44, 200, 17, 3, 3, 120, 7, 8, 9, 10]).view([2, 6]);
-    let positions = Tensor::arange(6, (Kind::Int64, Device::Cpu)).view([1, 6]).repeat([2, 1]);
+    let positions = Tensor::arange(6, (Kind::Int64, Device::Cpu))
+        .view([1, 6])
+        .repeat([2, 1]);
     let zeros = Tensor::zeros([2], (Kind::Int64, Device::Cpu));
     let lens = Tensor::full([2], 6, (Kind::Int64, Device::Cpu));
     let mask = block_causal_mask(&positions, &zeros, &lens, 2, 6);
     let rows = Tensor::from_slice(&[4i64, 5, 1, 3]).view([2, 2]);
-    let full = ForwardInput { ids: &ids, positions: &positions, mask: &mask, kv: None, output_rows: None };
-    let some = ForwardInput { output_rows: Some(&rows), ..full };
-    let (all, picked) = tch::no_grad(|| (loaded.model.hidden_states(&full), loaded.model.hidden_states(&some)));
-    let expected = Tensor::stack(&[all.get(0).index_select(0, &rows.get(0)), all.get(1).index_select(0, &rows.get(1))], 0);
+    let full = ForwardInput::new(&ids, &positions, &mask);
+    let some = ForwardInput {
+        output_rows: Some(&rows),
+        ..full
+    };
+    let (all, picked) = tch::no_grad(|| {
+        (
+            loaded.model.hidden_states(&full),
+            loaded.model.hidden_states(&some),
+        )
+    });
+    let expected = Tensor::stack(
+        &[
+            all.get(0).index_select(0, &rows.get(0)),
+            all.get(1).index_select(0, &rows.get(1)),
+        ],
+        0,
+    );
     assert_eq!(picked.size(), vec![2, 2, 64]);
     assert!(common::max_relative_error(&picked, &expected) < 1e-6);
 }

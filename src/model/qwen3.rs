@@ -213,6 +213,19 @@ pub struct ForwardInput<'a> {
     pub output_rows: Option<&'a Tensor>,
 }
 
+impl<'a> ForwardInput<'a> {
+    /// A full forward over `ids` at `positions` under `mask`: no cache, every row out.
+    pub fn new(ids: &'a Tensor, positions: &'a Tensor, mask: &'a Tensor) -> Self {
+        Self {
+            ids,
+            positions,
+            mask,
+            kv: None,
+            output_rows: None,
+        }
+    }
+}
+
 /// The SDAR / Qwen3 model: parameters live in the [`nn::VarStore`] it was built from.
 #[derive(Debug)]
 pub struct Sdar {
