@@ -30,93 +30,112 @@ pub struct ForwardBatch {
 }
 
 impl ForwardBatch {
-    /// Packs `seqs` (all admitted, same block size, `pad_id` any valid token id).
+    /// Packs `seqs` (all admitted, same block size; `pad_id` is any valid token id).
     pub fn pack(seqs: &[&mut Sequence], pad_id: i64, device: Device) -> Self {
         let b = seqs[0].block_size() as i64;
-        let queries: Vec<Vec<i64>> = seqs.iter().map(|s| s.query_tokens()).collect();
-        let q_max = queries.iter().map(Vec::len).max().unwrap_or(0) as i64;
-        let cached: Vec<i64> = seqs.iter().map(|s| s.cached_len() as i64).collect();
-        let lens: Vec<i64> = queries.iter().map(|q| q.len() as i64).collect();
-        let key_len = cached
-            .iter()
-            .zip(&lens)
-            .map(|(c, l)| c + l)
-            .max()
-            .unwrap_or(0);
-        let mut ids = Vec::with_capacity(seqs.len() * q_max as usize);
-        let (mut write_rows, mut write_slots, mut write_positions) =
-            (Vec::new(), Vec::new(), Vec::new());
-        for (i, query) in queries.iter().enumerate() {
-            let slot = seqs[i].slot.expect("packed sequences are admitted") as i64;
-            for j in 0..q_max {
-                ids.push(query.get(j as usize).copied().unwrap_or(pad_id));
-                if j < lens[i] {
-                    write_rows.push(i as i64 * q_max + j);
-                    write_slots.push(slot);
-                    write_positions.push(cached[i] + j);
-                }
-            }
-        }
-        let slots: Vec<i64> = seqs.iter().map(|s| s.slot.unwrap_or(0) as i64).collect();
-        let real_rows = lens.iter().sum::<i64>() as usize;
-        let contiguous_from = slots
-            .windows(2)
-            .all(|w| w[1] == w[0] + 1)
-            .then_some(slots[0]);
-        let block_starts: Vec<i64> = seqs.iter().map(|s| s.block_row() as i64).collect();
+        let host = HostBatch::collect(seqs, pad_id);
+        let (batch, q_max, key_len) = (seqs.len() as i64, host.q_max, host.key_len);
         // One host-to-device copy for every index array of the step.
-        let mut host = HostIndices::default();
+        let mut flat = Vec::new();
         let parts = [
-            &ids,
-            &cached,
-            &lens,
-            &slots,
-            &block_starts,
-            &write_rows,
-            &write_slots,
-            &write_positions,
+            &host.ids,
+            &host.cached,
+            &host.lens,
+            &host.slots,
+            &host.block_starts,
+            &host.write_rows,
+            &host.write_slots,
+            &host.write_positions,
         ];
+        let ranges = parts.map(|v| {
+            let start = flat.len() as i64;
+            flat.extend_from_slice(v);
+            (start, v.len() as i64)
+        });
+        let on_device = Tensor::from_slice(&flat).to_device(device);
         let [ids, cached, lens, slots, block_starts, write_rows, write_slots, write_positions] =
-            parts.map(|v| host.push(v));
-        let on_device = Tensor::from_slice(&host.data).to_device(device);
-        let on =
-            |range: std::ops::Range<i64>| on_device.narrow(0, range.start, range.end - range.start);
-        let batch = seqs.len() as i64;
+            ranges.map(|(start, len)| on_device.narrow(0, start, len));
         let row = Tensor::arange(q_max, (Kind::Int64, device)).view([1, q_max]);
-        let positions = on(cached.clone()).view([batch, 1]) + &row;
-        let mask = block_causal_mask(&positions, &on(cached), &on(lens), b, key_len);
-        let block_rows = on(block_starts).view([batch, 1])
-            + Tensor::arange(b, (Kind::Int64, device)).view([1, b]);
+        let positions = cached.view([batch, 1]) + &row;
+        let mask = block_causal_mask(&positions, &cached, &lens, b, key_len);
+        let block_rows =
+            block_starts.view([batch, 1]) + Tensor::arange(b, (Kind::Int64, device)).view([1, b]);
         Self {
-            ids: on(ids).view([batch, q_max]),
+            ids: ids.view([batch, q_max]),
             positions,
             mask,
             plan: WritePlan {
-                slots: on(slots),
-                contiguous_from,
-                write_rows: on(write_rows),
-                write_slots: on(write_slots),
-                write_positions: on(write_positions),
+                slots,
+                contiguous_from: host.contiguous_from(),
+                write_rows,
+                write_slots,
+                write_positions,
                 key_len,
             },
             block_rows,
-            real_rows,
+            real_rows: host.lens.iter().sum::<i64>() as usize,
         }
     }
 }
 
-/// Index arrays laid end to end, so a step makes one transfer instead of one per array.
-#[derive(Default)]
-struct HostIndices {
-    data: Vec<i64>,
+/// The index arrays of one forward, on the host.
+struct HostBatch {
+    /// `(B·Q)` token ids, padded per sequence to `q_max`.
+    ids: Vec<i64>,
+    /// Cached length of each sequence.
+    cached: Vec<i64>,
+    /// Query rows of each sequence.
+    lens: Vec<i64>,
+    /// KV slot of each sequence.
+    slots: Vec<i64>,
+    /// First block row of each sequence.
+    block_starts: Vec<i64>,
+    /// Flattened index, slot and absolute position of every real (non-padding) row.
+    write_rows: Vec<i64>,
+    write_slots: Vec<i64>,
+    write_positions: Vec<i64>,
+    /// Longest query.
+    q_max: i64,
+    /// Keys the attention reads: the longest `cached + len`.
+    key_len: i64,
 }
 
-impl HostIndices {
-    /// Appends `values`; returns their range in the buffer.
-    fn push(&mut self, values: &[i64]) -> std::ops::Range<i64> {
-        let start = self.data.len() as i64;
-        self.data.extend_from_slice(values);
-        start..self.data.len() as i64
+impl HostBatch {
+    fn collect(seqs: &[&mut Sequence], pad_id: i64) -> Self {
+        let queries: Vec<Vec<i64>> = seqs.iter().map(|s| s.query_tokens()).collect();
+        let q_max = queries.iter().map(Vec::len).max().unwrap_or(0) as i64;
+        let mut host = Self {
+            ids: Vec::with_capacity(seqs.len() * q_max as usize),
+            cached: seqs.iter().map(|s| s.cached_len() as i64).collect(),
+            lens: queries.iter().map(|q| q.len() as i64).collect(),
+            // `BlockDecoder::step` only packs admitted sequences.
+            slots: seqs.iter().map(|s| s.slot.unwrap_or(0) as i64).collect(),
+            block_starts: seqs.iter().map(|s| s.block_row() as i64).collect(),
+            write_rows: Vec::new(),
+            write_slots: Vec::new(),
+            write_positions: Vec::new(),
+            q_max,
+            key_len: 0,
+        };
+        for (i, query) in queries.iter().enumerate() {
+            host.key_len = host.key_len.max(host.cached[i] + host.lens[i]);
+            for j in 0..q_max {
+                host.ids
+                    .push(query.get(j as usize).copied().unwrap_or(pad_id));
+                if j < host.lens[i] {
+                    host.write_rows.push(i as i64 * q_max + j);
+                    host.write_slots.push(host.slots[i]);
+                    host.write_positions.push(host.cached[i] + j);
+                }
+            }
+        }
+        host
+    }
+
+    /// `Some(first)` when the slots are `first, first + 1, …` (the cache is read as a view).
+    fn contiguous_from(&self) -> Option<i64> {
+        let contiguous = self.slots.windows(2).all(|w| w[1] == w[0] + 1);
+        contiguous.then(|| self.slots.first().copied()).flatten()
     }
 }
 
