@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::config::{DeviceArgs, GenerateArgs, InitArgs};
-use crate::engine::{generate, SpecialIds};
+use crate::engine::{generate, Generation, GenerationParams, SpecialIds};
 use crate::model::checkpoint::{self, SaveOptions};
 use crate::model::tokenizer::{
     write_byte_tokenizer, ChatMessage, TextTokenizer, BYTE_SPECIAL_TOKENS,
@@ -32,17 +32,7 @@ pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         .decode
         .params(cfg.block_size.unwrap_or(4), cfg.default_steps_per_block());
     params.validate().map_err(anyhow::Error::msg)?;
-    let text = if args.chat {
-        let msg = ChatMessage {
-            role: "user".into(),
-            content: args.prompt.clone(),
-        };
-        tokenizer.apply_chat_template(&[msg], true)?
-    } else {
-        args.prompt.clone()
-    };
-    let prompt = tokenizer.encode(&text)?;
-    anyhow::ensure!(!prompt.is_empty(), "the prompt encodes to no tokens");
+    let prompt = prompt_ids(args, &tokenizer)?;
     let special = SpecialIds {
         eos: tokenizer.eos_id,
         mask: tokenizer.mask_id,
@@ -62,17 +52,38 @@ pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     } else {
         println!("{}", out.text);
     }
+    print_stats(&params, out, stats.forwards, seconds);
+    Ok(())
+}
+
+/// The prompt's token ids, through the chat template with `--chat`.
+fn prompt_ids(args: &GenerateArgs, tokenizer: &TextTokenizer) -> anyhow::Result<Vec<i64>> {
+    let text = if args.chat {
+        let msg = ChatMessage {
+            role: "user".into(),
+            content: args.prompt.clone(),
+        };
+        tokenizer.apply_chat_template(&[msg], true)?
+    } else {
+        args.prompt.clone()
+    };
+    let prompt = tokenizer.encode(&text)?;
+    anyhow::ensure!(!prompt.is_empty(), "the prompt encodes to no tokens");
+    Ok(prompt)
+}
+
+/// The one stats line of `generate`, on stderr.
+fn print_stats(params: &GenerationParams, out: &Generation, forwards: u64, seconds: f64) {
     eprintln!(
         "[t3d] b={} S={} tokens={} forwards={} tokens/forward={:.2} tokens/s={:.1} finish={}",
         params.denoise.block_size,
         params.denoise.steps_per_block,
         out.tokens.len(),
-        stats.forwards,
-        out.tokens.len() as f64 / stats.forwards.max(1) as f64,
+        forwards,
+        out.tokens.len() as f64 / forwards.max(1) as f64,
         out.tokens.len() as f64 / seconds,
         out.finish_reason.as_str()
     );
-    Ok(())
 }
 
 /// `t3d init`: writes a random-init SDAR checkpoint with a byte-level tokenizer.
