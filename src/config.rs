@@ -25,6 +25,10 @@ pub enum Command {
     Bench(BenchArgs),
     /// Write a randomly initialised SDAR checkpoint of a named shape (with a byte-level tokenizer).
     Init(InitArgs),
+    /// Train a block-diffusion model from scratch on a bundled task (resumable).
+    Train(TrainArgs),
+    /// Score a model on a bundled task's held-out problems at several steps per block.
+    Eval(EvalArgs),
 }
 
 /// Where the model runs.
@@ -177,4 +181,74 @@ pub struct InitArgs {
     /// Initialisation seed.
     #[arg(long, default_value_t = 0)]
     pub seed: i64,
+}
+
+/// `t3d train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The bundled task (only `arith` exists).
+    #[arg(long, default_value = "arith")]
+    pub task: String,
+    /// JSON training config (fields default when absent); see `configs/`.
+    #[arg(long, env = "T3D_TRAIN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Final model directory (Hugging Face layout), replaced atomically at the end.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Checkpoints and the JSONL log (default: `runs/<name of --out>`).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Continue from the newest checkpoint in the run directory.
+    #[arg(long)]
+    pub resume: bool,
+    /// Override the config's number of optimizer steps.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Stop after this many optimizer steps in total, keeping a checkpoint to `--resume` from.
+    #[arg(long)]
+    pub stop_after: Option<u64>,
+    /// Write the training report (JSON) here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub device: DeviceArgs,
+}
+
+/// `t3d eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Checkpoint directory (default: the bundled model).
+    #[arg(long, env = "T3D_MODEL")]
+    pub model: Option<PathBuf>,
+    /// The bundled task (only `arith` exists).
+    #[arg(long, default_value = "arith")]
+    pub task: String,
+    /// Held-out problems to score.
+    #[arg(long, default_value_t = 1000)]
+    pub n: usize,
+    /// Tokens per block.
+    #[arg(long, default_value_t = 4)]
+    pub block_size: usize,
+    /// Steps per block to evaluate (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub steps: Vec<usize>,
+    /// Remasking policy.
+    #[arg(long, default_value = "low_confidence_static")]
+    pub remasking: Remasking,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Sequences decoded together.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write a PNG plot of accuracy against steps per block here.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub device: DeviceArgs,
 }

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`model`]: SDAR/Qwen3 in tch, `config.json`, checkpoint load/save, tokenizer + chat template.
 //! - [`engine`]: sequence state, denoising policy, sampler, KV cache, the batched block decoder.
+//! - [`train`]: the bundled task, the block-diffusion trainer, evaluation.
 //! - [`bench`]: engine-only throughput measurements (`t3d bench`).
 //! - [`config`]: the command-line arguments of every subcommand.
 
@@ -11,3 +12,5 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod model;
+pub mod train;
+pub mod train_cli;

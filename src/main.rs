@@ -16,6 +16,8 @@ fn main() {
         Command::Generate(args) => t3d::cli::run_generate(args),
         Command::Init(args) => t3d::cli::run_init(args),
         Command::Bench(args) => run_bench(args),
+        Command::Train(args) => t3d::train_cli::run_train(args),
+        Command::Eval(args) => t3d::train_cli::run_eval(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -208,6 +208,9 @@ pub struct SaveOptions {
     pub max_shard_bytes: Option<usize>,
     /// Directory whose tokenizer files are copied next to the weights.
     pub tokenizer_from: Option<PathBuf>,
+    /// Further files (name, bytes) written into the directory before it is swapped in, so they
+    /// are as atomic as the weights (trainer state, optimizer moments).
+    pub extra_files: Vec<(String, Vec<u8>)>,
 }
 
 /// Saves `vars` with `config` to `dir` atomically (temporary sibling directory, then rename).
@@ -264,6 +267,9 @@ fn write_contents(
         serde_json::to_string_pretty(&config).map_err(|e| ModelError::Config(e.to_string()))?;
     write_file(&tmp.join("config.json"), json.as_bytes())?;
     write_weights(tmp, &named, opts.max_shard_bytes)?;
+    for (name, bytes) in &opts.extra_files {
+        write_file(&tmp.join(name), bytes)?;
+    }
     if let Some(src) = &opts.tokenizer_from {
         for file in TOKENIZER_FILES {
             let from = src.join(file);
@@ -273,6 +279,16 @@ fn write_contents(
         }
     }
     Ok(())
+}
+
+/// Serialises named tensors as one safetensors file in memory (for [`SaveOptions::extra_files`]).
+pub fn safetensors_bytes(tensors: &[(String, Tensor)]) -> Result<Vec<u8>, ModelError> {
+    let host = tensors
+        .iter()
+        .map(|(name, t)| Ok((name.as_str(), to_host(name, t)?)))
+        .collect::<Result<Vec<_>, ModelError>>()?;
+    safetensors::tensor::serialize(host.iter().map(|(n, t)| (*n, t)), &None)
+        .map_err(|e| ModelError::Config(format!("serialising tensors: {e}")))
 }
 
 fn write_weights(

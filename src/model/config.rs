@@ -172,7 +172,9 @@ impl SdarConfig {
         cfg
     }
 
-    fn shaped(
+    /// A config of the given shape (SDAR defaults elsewhere): vocabulary, width, layers, query
+    /// heads, key/value heads, head width, SwiGLU width.
+    pub fn shaped(
         vocab: i64,
         hidden: i64,
         layers: i64,

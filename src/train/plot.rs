@@ -1,0 +1,59 @@
+//! PNG plots (plotters, bitmap backend, with the bundled DejaVu Sans so no system font is
+//! needed): accuracy against steps per block, one line per model or objective.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
+
+static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+
+/// One line of the plot: a label and (steps per block, accuracy in %) points.
+pub struct Series {
+    /// Legend label.
+    pub label: String,
+    /// Points, x = steps per block, y = accuracy (%).
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Draws accuracy (%) against steps per block for every series into a PNG at `path`.
+pub fn accuracy_vs_steps(path: &Path, title: &str, series: &[Series]) -> anyhow::Result<()> {
+    // Registering twice is harmless; the font is static.
+    let _ = register_font("sans-serif", FontStyle::Normal, FONT);
+    let root = BitMapBackend::new(path, (720, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let max_x = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .fold(1.0f64, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.5f64..max_x + 0.5, 0f64..100f64)?;
+    chart
+        .configure_mesh()
+        .x_desc("denoising steps per block (S)")
+        .y_desc("answer accuracy (%)")
+        .x_labels(max_x as usize)
+        .draw()?;
+    for (i, s) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(s.points.clone(), color.stroke_width(2)))?
+            .label(s.label.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

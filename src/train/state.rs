@@ -1,0 +1,83 @@
+//! Training checkpoints on disk: `RUN/checkpoints/step-NNNNNNNN/` holds a Hugging Face model
+//! directory plus `trainer_state.json` (step, config) and `optimizer.safetensors` (AdamW
+//! moments). Each is written atomically by [`checkpoint::save`](crate::model::checkpoint::save);
+//! only the newest few are kept.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tch::{nn, Tensor};
+
+use super::config::TrainConfig;
+
+/// Trainer state file inside a checkpoint.
+pub const STATE_FILE: &str = "trainer_state.json";
+/// Optimizer moments inside a checkpoint.
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+
+/// What a resumed run needs besides weights and moments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// The config of the run (a resume must use the same).
+    pub config: TrainConfig,
+}
+
+impl TrainerState {
+    /// Reads `dir/trainer_state.json`.
+    pub fn read(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join(STATE_FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
+/// The directory of the checkpoint after `step` optimizer steps.
+pub fn checkpoint_dir(run_dir: &Path, step: u64) -> PathBuf {
+    run_dir.join("checkpoints").join(format!("step-{step:08}"))
+}
+
+fn checkpoints(run_dir: &Path) -> anyhow::Result<Vec<(u64, PathBuf)>> {
+    let root = run_dir.join("checkpoints");
+    if !root.exists() {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&root).with_context(|| format!("listing {}", root.display()))? {
+        let path = entry?.path();
+        let step = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("step-"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(step) = step.filter(|_| path.join(STATE_FILE).exists()) {
+            found.push((step, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The newest complete checkpoint of a run, if any.
+pub fn latest_checkpoint(run_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    Ok(checkpoints(run_dir)?.pop().map(|(_, p)| p))
+}
+
+/// Deletes all but the newest `keep` checkpoints.
+pub fn prune_checkpoints(run_dir: &Path, keep: usize) -> anyhow::Result<()> {
+    let all = checkpoints(run_dir)?;
+    for (_, path) in all.iter().take(all.len().saturating_sub(keep)) {
+        std::fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The trainable parameters of `vars`, sorted by name (tied weights appear once).
+pub fn named_params(vars: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut named: Vec<(String, Tensor)> = vars.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}

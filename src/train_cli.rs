@@ -1,0 +1,159 @@
+//! The `train` and `eval` subcommands (the thin `main` dispatches here).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::cli::setup_device;
+use crate::config::{EvalArgs, TrainArgs};
+use crate::engine::GenerationParams;
+use crate::model::checkpoint;
+use crate::model::TextTokenizer;
+use crate::train::config::TrainConfig;
+use crate::train::eval::{evaluate, format_table, max_completion_tokens};
+use crate::train::plot::{accuracy_vs_steps, Series};
+use crate::train::task::{test_set, ArithConfig};
+use crate::train::trainer::{train, TrainOptions};
+
+fn check_task(task: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        task == "arith",
+        "unknown task `{task}` (the bundled task is `arith`)"
+    );
+    Ok(())
+}
+
+/// `t3d train`: trains (or resumes) a model and prints a one-line report.
+pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
+    check_task(&args.task)?;
+    let (device, _) = setup_device(&args.device)?;
+    let mut cfg = match &args.config {
+        Some(path) => TrainConfig::from_file(path).map_err(anyhow::Error::msg)?,
+        None => TrainConfig::default(),
+    };
+    if let Some(steps) = args.steps {
+        cfg.steps = steps;
+    }
+    let run_dir = args.run_dir.clone().unwrap_or_else(|| {
+        let name = args
+            .out
+            .file_name()
+            .map_or("model".into(), |n| n.to_os_string());
+        PathBuf::from("runs").join(name)
+    });
+    let opts = TrainOptions {
+        out: args.out.clone(),
+        run_dir,
+        resume: args.resume,
+        device,
+        progress: true,
+        stop_after: args.stop_after,
+    };
+    let report = train(&cfg, &opts)?;
+    eprintln!(
+        "[t3d] trained {} steps in {:.0} s, final loss {:.4}, {} parameters -> {}",
+        report.steps_run,
+        report.seconds,
+        report.final_loss,
+        report.parameters,
+        args.out.display()
+    );
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The bundled model `t3d generate`, `serve` and `eval` use when `--model` is not given: the
+/// newest of the committed models under `models/` (the T3D student once it exists, else the
+/// teacher), found next to the sources or the current directory.
+pub fn default_model_dir() -> anyhow::Result<PathBuf> {
+    let roots = [
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        PathBuf::from("."),
+    ];
+    for name in DEFAULT_MODELS {
+        for root in &roots {
+            let dir = root.join("models").join(name);
+            if dir.join("config.json").exists() {
+                return Ok(dir);
+            }
+        }
+    }
+    anyhow::bail!(
+        "no bundled model found under models/ ({}); pass --model DIR",
+        DEFAULT_MODELS.join(", ")
+    )
+}
+
+/// Bundled models in order of preference.
+pub const DEFAULT_MODELS: [&str; 2] = ["arith-student", "arith-teacher"];
+
+/// `t3d eval`: scores a model on held-out problems for each steps-per-block setting.
+pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
+    check_task(&args.task)?;
+    let (device, kind) = setup_device(&args.device)?;
+    let dir = match &args.model {
+        Some(dir) => dir.clone(),
+        None => default_model_dir()?,
+    };
+    let loaded = checkpoint::load(&dir, device, kind)?;
+    let tokenizer = TextTokenizer::from_dir(&dir, &loaded.config)?;
+    let task: ArithConfig = match loaded.config.extra.get("t3d_task") {
+        Some(v) => serde_json::from_value(v.clone()).context("t3d_task in config.json")?,
+        None => ArithConfig::default(),
+    };
+    let problems = test_set(&task, args.n);
+    let mut rows = Vec::new();
+    for &steps in &args.steps {
+        let params = eval_params(args, steps, max_completion_tokens(&task));
+        params.validate().map_err(anyhow::Error::msg)?;
+        let (row, _) = evaluate(
+            &loaded.model,
+            &tokenizer,
+            &problems,
+            &params,
+            args.batch_size,
+        )?;
+        eprintln!(
+            "[t3d] S={steps}: accuracy {:.1}% in {:.1} s",
+            100.0 * row.answer_accuracy,
+            row.seconds
+        );
+        rows.push(row);
+    }
+    print!("{}", format_table(&rows));
+    if let Some(path) = &args.json {
+        let record = serde_json::json!({"model": dir, "task": task, "remasking": args.remasking,
+                                        "temperature": args.temperature, "rows": rows});
+        std::fs::write(path, serde_json::to_string_pretty(&record)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        let series = Series {
+            label: dir.display().to_string(),
+            points: rows
+                .iter()
+                .map(|r| (r.steps_per_block as f64, 100.0 * r.answer_accuracy))
+                .collect(),
+        };
+        accuracy_vs_steps(
+            path,
+            "arith: accuracy vs steps per block (b = 4)",
+            &[series],
+        )?;
+    }
+    Ok(())
+}
+
+fn eval_params(args: &EvalArgs, steps: usize, max_tokens: usize) -> GenerationParams {
+    let mut params = GenerationParams::default();
+    params.denoise.block_size = args.block_size;
+    params.denoise.steps_per_block = steps;
+    params.denoise.remasking = args.remasking;
+    params.sampling.temperature = args.temperature;
+    params.sampling.seed = Some(0);
+    params.stop.max_tokens = max_tokens;
+    params
+}
