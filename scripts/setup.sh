@@ -23,3 +23,11 @@ torch_dir=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch._
 echo "$TORCH_VERSION" > "$torch_dir/build-version"
 mkdir -p third_party
 ln -sfn "$torch_dir" third_party/libtorch
+
+# promtool (Debian's `prometheus` package) checks the /metrics output in the server tests.
+if ! command -v promtool >/dev/null; then
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 ||
+    { $sudo_cmd apt-get update -q >/dev/null && $sudo_cmd apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
+fi

@@ -25,8 +25,12 @@ pub fn setup_device(args: &DeviceArgs) -> anyhow::Result<(tch::Device, tch::Kind
 /// `t3d generate`: decodes one prompt, prints the text, then one line of stats on stderr.
 pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     let (device, kind) = setup_device(&args.device)?;
-    let loaded = checkpoint::load(&args.model, device, kind)?;
-    let tokenizer = TextTokenizer::from_dir(&args.model, &loaded.config)?;
+    let dir = match &args.model {
+        Some(dir) => dir.clone(),
+        None => crate::train_cli::default_model_dir()?,
+    };
+    let loaded = checkpoint::load(&dir, device, kind)?;
+    let tokenizer = TextTokenizer::from_dir(&dir, &loaded.config)?;
     let cfg = &loaded.config;
     let params = args
         .decode

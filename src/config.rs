@@ -29,6 +29,10 @@ pub enum Command {
     Train(TrainArgs),
     /// Score a model on a bundled task's held-out problems at several steps per block.
     Eval(EvalArgs),
+    /// Write problems of a bundled task's split as JSONL (question, operands, answer, trace).
+    Dataset(DatasetArgs),
+    /// Serve the OpenAI-compatible HTTP API (completions, chat, SSE, metrics).
+    Serve(ServeArgs),
 }
 
 /// Where the model runs.
@@ -110,9 +114,9 @@ impl DecodeArgs {
 /// `t3d generate`.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Checkpoint directory (Hugging Face layout).
+    /// Checkpoint directory (Hugging Face layout; default: the bundled model).
     #[arg(long, env = "T3D_MODEL")]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// The prompt text.
     #[arg(long)]
     pub prompt: String,
@@ -248,6 +252,76 @@ pub struct EvalArgs {
     /// Write a PNG plot of accuracy against steps per block here.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub device: DeviceArgs,
+}
+
+/// `t3d dataset`.
+#[derive(Debug, Args)]
+pub struct DatasetArgs {
+    /// The bundled task (only `arith` exists).
+    #[arg(long, default_value = "arith")]
+    pub task: String,
+    /// Training config whose task knobs to use (default knobs without it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// `train` or `test` (the held-out evaluation set: the same problems `t3d eval` scores).
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Number of problems.
+    #[arg(long, default_value_t = 1000)]
+    pub n: usize,
+    /// Seed of the train stream (the test split always uses the evaluation seed).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output JSONL file.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `t3d serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Checkpoint directory (default: the bundled model).
+    #[arg(long, env = "T3D_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Name clients use in `model` (default: the directory name).
+    #[arg(long, env = "T3D_SERVED_MODEL_NAME")]
+    pub served_model_name: Option<String>,
+    /// Listen address.
+    #[arg(long, env = "T3D_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Listen port.
+    #[arg(long, env = "T3D_PORT", default_value_t = 8000)]
+    pub port: u16,
+    /// Serve `/metrics` on this port too (it is always on the main port).
+    #[arg(long, env = "T3D_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
+    /// Require `Authorization: Bearer KEY` on `/v1/*`.
+    #[arg(long, env = "T3D_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Sequences decoded together (= KV-cache slots).
+    #[arg(long, env = "T3D_MAX_BATCH_SIZE", default_value_t = 32)]
+    pub max_batch_size: usize,
+    /// Requests waiting for a slot before new ones get 429.
+    #[arg(long, env = "T3D_MAX_QUEUE", default_value_t = 256)]
+    pub max_queue: usize,
+    /// Longest prompt in tokens.
+    #[arg(long, env = "T3D_MAX_INPUT_TOKENS", default_value_t = 768)]
+    pub max_input_tokens: usize,
+    /// Longest prompt + completion in tokens (also sizes each KV slot; capped by the model).
+    #[arg(long, env = "T3D_MAX_TOTAL_TOKENS", default_value_t = 1024)]
+    pub max_total_tokens: usize,
+    /// Largest request body in bytes (413 above).
+    #[arg(long, env = "T3D_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "T3D_SHUTDOWN_GRACE", default_value_t = 30)]
+    pub shutdown_grace: u64,
+    /// Log format: text or json.
+    #[arg(long, env = "T3D_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub device: DeviceArgs,

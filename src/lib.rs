@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`model`]: SDAR/Qwen3 in tch, `config.json`, checkpoint load/save, tokenizer + chat template.
 //! - [`engine`]: sequence state, denoising policy, sampler, KV cache, the batched block decoder.
+//! - [`server`]: the OpenAI-compatible HTTP API over the engine thread.
+//! - [`metrics`]: Prometheus metrics.
 //! - [`train`]: the bundled task, the block-diffusion trainer, evaluation.
 //! - [`bench`]: engine-only throughput measurements (`t3d bench`).
 //! - [`config`]: the command-line arguments of every subcommand.
@@ -11,6 +13,9 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod metrics;
 pub mod model;
+pub mod serve_cli;
+pub mod server;
 pub mod train;
 pub mod train_cli;

@@ -5,19 +5,26 @@ use clap::Parser;
 use t3d::config::{Cli, Command};
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let json_logs = matches!(&cli.command, Command::Serve(a) if a.log_format == "json");
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json_logs {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let result = match &cli.command {
         Command::Generate(args) => t3d::cli::run_generate(args),
         Command::Init(args) => t3d::cli::run_init(args),
         Command::Bench(args) => run_bench(args),
         Command::Train(args) => t3d::train_cli::run_train(args),
         Command::Eval(args) => t3d::train_cli::run_eval(args),
+        Command::Dataset(args) => t3d::train_cli::run_dataset(args),
+        Command::Serve(args) => t3d::serve_cli::run_serve(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -5,14 +5,14 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::cli::setup_device;
-use crate::config::{EvalArgs, TrainArgs};
+use crate::config::{DatasetArgs, EvalArgs, TrainArgs};
 use crate::engine::GenerationParams;
 use crate::model::checkpoint;
 use crate::model::TextTokenizer;
 use crate::train::config::TrainConfig;
 use crate::train::eval::{evaluate, format_table, max_completion_tokens};
 use crate::train::plot::{accuracy_vs_steps, Series};
-use crate::train::task::{test_set, ArithConfig};
+use crate::train::task::{test_set, ArithConfig, ProblemRecord, ProblemStream, Split};
 use crate::train::trainer::{train, TrainOptions};
 
 fn check_task(task: &str) -> anyhow::Result<()> {
@@ -156,4 +156,38 @@ fn eval_params(args: &EvalArgs, steps: usize, max_tokens: usize) -> GenerationPa
     params.sampling.seed = Some(0);
     params.stop.max_tokens = max_tokens;
     params
+}
+
+/// `t3d dataset`: writes problems of one split as JSONL.
+pub fn run_dataset(args: &DatasetArgs) -> anyhow::Result<()> {
+    check_task(&args.task)?;
+    let task = match &args.config {
+        Some(path) => {
+            TrainConfig::from_file(path)
+                .map_err(anyhow::Error::msg)?
+                .task
+        }
+        None => ArithConfig::default(),
+    };
+    let (split, problems) = match args.split.as_str() {
+        "test" => (Split::Test, test_set(&task, args.n)),
+        "train" => (
+            Split::Train,
+            ProblemStream::new(&task, Split::Train, args.seed).take(args.n),
+        ),
+        other => anyhow::bail!("unknown split `{other}` (train, test)"),
+    };
+    let mut text = String::new();
+    for p in &problems {
+        text.push_str(&serde_json::to_string(&ProblemRecord::new(p, split))?);
+        text.push('\n');
+    }
+    std::fs::write(&args.out, text).with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!(
+        "[t3d] wrote {} {} problems to {}",
+        problems.len(),
+        args.split,
+        args.out.display()
+    );
+    Ok(())
 }

@@ -61,6 +61,11 @@ impl<'m> BlockDecoder<'m> {
         self.stats
     }
 
+    /// The model this decoder runs.
+    pub fn model(&self) -> &'m Sdar {
+        self.model
+    }
+
     /// The KV cache (for occupancy reporting).
     pub fn cache(&self) -> &KvCache {
         &self.cache

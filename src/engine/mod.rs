@@ -7,9 +7,11 @@ pub mod decoder;
 pub mod denoise;
 pub mod kv_cache;
 pub mod params;
+pub mod runner;
 pub mod sampler;
 pub mod sequence;
 pub mod stop;
+pub mod text_stream;
 
 pub use decoder::{generate, BlockDecoder, DecodeStats, Generation};
 pub use params::{

@@ -54,10 +54,18 @@ pub fn char_special_ids() -> CharSpecialIds {
 /// Writes the character tokenizer (`tokenizer.json` + `tokenizer_config.json`) into `dir`.
 pub fn write_char_tokenizer(dir: &Path) -> Result<(), ModelError> {
     let alphabet = char_alphabet();
-    let vocab: serde_json::Map<String, Value> = alphabet
+    // Every token, specials included, is in the BPE vocabulary with its id: `tokenizers`
+    // assigns added tokens the id they already have there (otherwise it renumbers them).
+    let tokens: Vec<String> = alphabet
+        .iter()
+        .map(char::to_string)
+        .chain(CHAR_SPECIAL_TOKENS.iter().map(|t| t.to_string()))
+        .chain(CHAR_WORD_TOKENS.iter().map(|t| t.to_string()))
+        .collect();
+    let vocab: serde_json::Map<String, Value> = tokens
         .iter()
         .enumerate()
-        .map(|(i, c)| (c.to_string(), json!(i)))
+        .map(|(i, t)| (t.clone(), json!(i)))
         .collect();
     let added: Vec<Value> = CHAR_SPECIAL_TOKENS
         .iter()

@@ -34,6 +34,12 @@ pub struct LoadedModel {
 
 /// Builds a randomly initialised model (seeded) of the given shape.
 pub fn random(config: &SdarConfig, device: Device, kind: Kind, seed: i64) -> LoadedModel {
+    // libtorch's generator is process-global: hold a lock from seeding to the last draw so
+    // concurrent callers cannot interleave and the same seed always gives the same weights.
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _lock = INIT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     tch::manual_seed(seed);
     let mut vars = nn::VarStore::new(device);
     vars.set_kind(kind); // parameters are created directly in `kind`

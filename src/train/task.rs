@@ -169,9 +169,22 @@ impl ProblemStream {
     }
 }
 
-/// The held-out evaluation set: the first `n` test problems of the fixed evaluation seed.
+/// The held-out evaluation set: the first `n` distinct test problems (as asked) of the fixed
+/// evaluation seed. Stops early if the split has fewer distinct problems than `n`.
 pub fn test_set(config: &ArithConfig, n: usize) -> Vec<Problem> {
-    ProblemStream::new(config, Split::Test, EVAL_SEED).take(n)
+    let mut stream = ProblemStream::new(config, Split::Test, EVAL_SEED);
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n.saturating_mul(50) {
+        if out.len() == n {
+            break;
+        }
+        let p = stream.next_problem();
+        if seen.insert(p.operands.clone()) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// Seed of the held-out evaluation set (fixed, so every report scores the same problems).
@@ -319,7 +332,10 @@ mod tests {
     fn splits_are_disjoint_and_ignore_operand_order() {
         let cfg = ArithConfig::default();
         let test = test_set(&cfg, 300);
+        assert_eq!(test.len(), 300);
         assert!(test.iter().all(|p| p.split(&cfg) == Split::Test));
+        let distinct: std::collections::HashSet<_> = test.iter().map(|p| &p.operands).collect();
+        assert_eq!(distinct.len(), 300, "held-out problems are distinct");
         let keys: std::collections::HashSet<Vec<u32>> = test
             .iter()
             .map(|p| {

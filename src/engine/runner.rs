@@ -1,0 +1,465 @@
+//! The engine thread: one OS thread owns the model, the tokenizer's decoding side and the KV
+//! cache, and serves requests with continuous batching. HTTP handlers hold only an
+//! [`EngineHandle`] (a bounded channel plus shared counters).
+//!
+//! Every iteration: take new requests, drop cancelled ones (their event receiver is gone),
+//! admit waiting requests while KV slots are free, then run **one** forward for the running
+//! sequences of one block size (block sizes take turns), and deliver each committed block as an
+//! event. A failing forward fails only the sequences of that batch.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::text_stream::TextStream;
+use super::{BlockDecoder, EngineError, FinishReason, GenerationParams, Sequence, SpecialIds};
+use crate::metrics::Metrics;
+use crate::model::{Sdar, TextTokenizer};
+
+/// What the engine tells a request, in order: blocks, then exactly one `Done` or `Error`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    /// One committed block: its completion tokens and the text now safe to send.
+    Block {
+        /// Text delta (may be empty while a stop string could still match).
+        text: String,
+        /// Completion tokens of the block.
+        tokens: Vec<i64>,
+    },
+    /// The request finished.
+    Done(Completion),
+    /// The request failed (its batch's forward failed, or it could not be admitted).
+    Error(String),
+}
+
+/// Final accounting of a finished request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// The last text delta (held-back tail, cut before a matched stop string).
+    pub text: String,
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Completion tokens.
+    pub completion_tokens: usize,
+    /// Forward passes the request took part in.
+    pub forwards: u32,
+}
+
+/// One request for the engine.
+pub struct EngineRequest {
+    /// Prompt token ids (validated by the caller).
+    pub prompt: Vec<i64>,
+    /// Decoding parameters (validated by the caller).
+    pub params: GenerationParams,
+    /// Where events go; dropping the receiver cancels the request.
+    pub events: UnboundedSender<EngineEvent>,
+    /// When the request was enqueued.
+    pub enqueued: Instant,
+}
+
+/// Why a request was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The waiting queue is full (HTTP 429).
+    #[error("the server is at capacity: too many requests are waiting")]
+    QueueFull,
+    /// The engine thread has stopped.
+    #[error("the engine has stopped")]
+    EngineGone,
+}
+
+/// Limits of the engine.
+#[derive(Debug, Clone, Copy)]
+pub struct RunnerLimits {
+    /// Sequences in the running batch (= KV-cache slots).
+    pub max_batch_size: usize,
+    /// Requests waiting for a slot before new ones get 429.
+    pub max_queue: usize,
+    /// Positions per KV slot (prompt + completion + one block).
+    pub slot_capacity: usize,
+}
+
+/// State shared between the engine thread and its handles.
+struct Shared {
+    waiting: AtomicUsize,
+    ready: AtomicBool,
+    alive: AtomicBool,
+}
+
+/// The handlers' side of the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: SyncSender<EngineRequest>,
+    shared: Arc<Shared>,
+    max_queue: usize,
+}
+
+impl EngineHandle {
+    /// Enqueues a request, or refuses at once when the queue is full.
+    pub fn submit(&self, request: EngineRequest) -> Result<(), SubmitError> {
+        let admitted = self
+            .shared
+            .waiting
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+                (w < self.max_queue).then_some(w + 1)
+            });
+        if admitted.is_err() {
+            return Err(SubmitError::QueueFull);
+        }
+        self.tx.try_send(request).map_err(|e| {
+            self.shared.waiting.fetch_sub(1, Ordering::SeqCst);
+            match e {
+                TrySendError::Full(_) => SubmitError::QueueFull,
+                TrySendError::Disconnected(_) => SubmitError::EngineGone,
+            }
+        })
+    }
+
+    /// The engine passed its warm-up decode and is serving.
+    pub fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::SeqCst) && self.is_alive()
+    }
+
+    /// The engine thread is running.
+    pub fn is_alive(&self) -> bool {
+        self.shared.alive.load(Ordering::SeqCst)
+    }
+}
+
+/// Marks the engine dead when its thread ends, however it ends.
+struct AliveGuard(Arc<Shared>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::SeqCst);
+        self.0.ready.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Starts the engine thread. `load` runs on that thread and builds the model (tch tensors stay
+/// on the thread that made them); the call returns once loading succeeded or failed.
+pub fn spawn<L>(
+    load: L,
+    limits: RunnerLimits,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<EngineHandle>
+where
+    L: FnOnce() -> anyhow::Result<(Sdar, TextTokenizer)> + Send + 'static,
+{
+    let (tx, rx) = sync_channel(limits.max_queue.max(1));
+    let shared = Arc::new(Shared {
+        waiting: AtomicUsize::new(0),
+        ready: AtomicBool::new(false),
+        alive: AtomicBool::new(true),
+    });
+    let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
+    let thread_shared = shared.clone();
+    std::thread::Builder::new()
+        .name("t3d-engine".into())
+        .spawn(move || {
+            let _guard = AliveGuard(thread_shared.clone());
+            let (model, tokenizer) = match load() {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = loaded_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = loaded_tx.send(Ok(()));
+            let engine = Engine::new(&model, &tokenizer, limits, metrics, thread_shared);
+            engine.run(&rx);
+        })?;
+    loaded_rx
+        .recv()
+        .map_err(|_| anyhow::anyhow!("the engine thread died while loading"))??;
+    Ok(EngineHandle {
+        tx,
+        shared,
+        max_queue: limits.max_queue,
+    })
+}
+
+/// A running sequence with its delivery state.
+struct Active {
+    seq: Sequence,
+    events: UnboundedSender<EngineEvent>,
+    text: TextStream,
+    enqueued: Instant,
+    last_block: Option<Instant>,
+    blocks: u32,
+    failed: bool,
+}
+
+struct Engine<'m> {
+    decoder: BlockDecoder<'m>,
+    tokenizer: &'m TextTokenizer,
+    special: SpecialIds,
+    waiting: VecDeque<EngineRequest>,
+    active: Vec<Active>,
+    turn: usize,
+    next_id: u64,
+    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
+}
+
+impl<'m> Engine<'m> {
+    fn new(
+        model: &'m Sdar,
+        tokenizer: &'m TextTokenizer,
+        limits: RunnerLimits,
+        metrics: Arc<Metrics>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let special = SpecialIds {
+            eos: tokenizer.eos_id,
+            mask: tokenizer.mask_id,
+        };
+        let decoder = BlockDecoder::new(
+            model,
+            special,
+            Some(tokenizer),
+            limits.max_batch_size,
+            limits.slot_capacity,
+        );
+        metrics.kv_slots_total.set(limits.max_batch_size as i64);
+        Self {
+            decoder,
+            tokenizer,
+            special,
+            waiting: VecDeque::new(),
+            active: Vec::new(),
+            turn: 0,
+            next_id: 0,
+            metrics,
+            shared,
+        }
+    }
+
+    fn run(mut self, rx: &Receiver<EngineRequest>) {
+        match warm_up(self.decoder.model(), self.special) {
+            Ok(()) => self.shared.ready.store(true, Ordering::SeqCst),
+            Err(e) => tracing::error!(error = %e, "warm-up decode failed; not ready"),
+        }
+        loop {
+            if self.active.is_empty() && self.waiting.is_empty() {
+                match rx.recv() {
+                    Ok(request) => self.waiting.push_back(request),
+                    Err(_) => return, // every handle dropped: shut down
+                }
+            }
+            while let Ok(request) = rx.try_recv() {
+                self.waiting.push_back(request);
+            }
+            self.drop_cancelled();
+            self.admit();
+            self.step_one_group();
+            self.publish_gauges();
+        }
+    }
+
+    fn drop_cancelled(&mut self) {
+        let before = self.waiting.len();
+        self.waiting.retain(|r| !r.events.is_closed());
+        let gone = before - self.waiting.len();
+        self.shared.waiting.fetch_sub(gone, Ordering::SeqCst);
+        let metrics = self.metrics.clone();
+        metrics
+            .failures
+            .with_label_values(&["cancelled"])
+            .inc_by(gone as u64);
+        let decoder = &mut self.decoder;
+        self.active.retain_mut(|a| {
+            if !a.events.is_closed() {
+                return true;
+            }
+            decoder.release(&mut a.seq);
+            metrics.failures.with_label_values(&["cancelled"]).inc();
+            false
+        });
+    }
+
+    fn admit(&mut self) {
+        while self.decoder.cache().free_slots() > 0 {
+            let Some(request) = self.waiting.pop_front() else {
+                break;
+            };
+            self.shared.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.metrics
+                .queue_time
+                .observe(request.enqueued.elapsed().as_secs_f64());
+            self.metrics
+                .prompt_tokens
+                .observe(request.prompt.len() as f64);
+            self.next_id += 1;
+            let stops = request.params.stop.stop_strings.clone();
+            let mut seq =
+                Sequence::new(self.next_id, &request.prompt, request.params, self.special);
+            if let Err(e) = self.decoder.admit(&mut seq) {
+                self.metrics
+                    .failures
+                    .with_label_values(&["admission"])
+                    .inc();
+                let _ = request.events.send(EngineEvent::Error(e.to_string()));
+                continue;
+            }
+            self.active.push(Active {
+                seq,
+                events: request.events,
+                text: TextStream::new(&stops),
+                enqueued: request.enqueued,
+                last_block: None,
+                blocks: 0,
+                failed: false,
+            });
+        }
+    }
+
+    /// The block size whose turn it is (round robin over those running).
+    fn next_block_size(&mut self) -> Option<usize> {
+        let sizes: BTreeSet<usize> = self.active.iter().map(|a| a.seq.block_size()).collect();
+        let size = sizes.iter().nth(self.turn % sizes.len().max(1)).copied();
+        self.turn = self.turn.wrapping_add(1);
+        size
+    }
+
+    fn step_one_group(&mut self) {
+        let Some(block) = self.next_block_size() else {
+            return;
+        };
+        let members: Vec<usize> = (0..self.active.len())
+            .filter(|&i| self.active[i].seq.block_size() == block)
+            .collect();
+        let started = Instant::now();
+        let result = {
+            let mut group: Vec<&mut Sequence> = self
+                .active
+                .iter_mut()
+                .filter(|a| a.seq.block_size() == block)
+                .map(|a| &mut a.seq)
+                .collect();
+            self.decoder.step(&mut group)
+        };
+        self.metrics
+            .engine_step
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.engine_steps.inc();
+        self.metrics.batch_size.observe(members.len() as f64);
+        match result {
+            Ok(outcomes) => {
+                for (&i, outcome) in members.iter().zip(outcomes) {
+                    self.deliver(i, &outcome.committed);
+                }
+            }
+            Err(e) => self.fail(&members, &e),
+        }
+        self.retire_finished();
+    }
+
+    fn deliver(&mut self, index: usize, committed: &[i64]) {
+        if committed.is_empty() {
+            return;
+        }
+        let tokenizer = self.tokenizer;
+        let metrics = &self.metrics;
+        let a = &mut self.active[index];
+        let now = Instant::now();
+        match a.last_block {
+            None => metrics
+                .time_to_first_block
+                .observe((now - a.enqueued).as_secs_f64()),
+            Some(prev) => metrics
+                .inter_block_latency
+                .observe((now - prev).as_secs_f64()),
+        }
+        a.last_block = Some(now);
+        a.blocks += 1;
+        metrics
+            .generated_tokens_total
+            .inc_by(committed.len() as u64);
+        if let Err(e) = a.text.push(tokenizer, committed) {
+            a.seq.finish_now(FinishReason::Stop);
+            let _ = a.events.send(EngineEvent::Error(e.to_string()));
+            return;
+        }
+        let text = if a.seq.finish_reason().is_some() {
+            String::new() // the final delta goes out with `Done`
+        } else {
+            a.text.ready()
+        };
+        let _ = a.events.send(EngineEvent::Block {
+            text,
+            tokens: committed.to_vec(),
+        });
+    }
+
+    fn fail(&mut self, members: &[usize], error: &EngineError) {
+        tracing::error!(error = %error, sequences = members.len(), "batch failed");
+        for &i in members {
+            let a = &mut self.active[i];
+            a.seq.finish_now(FinishReason::Stop);
+            self.metrics.failures.with_label_values(&["forward"]).inc();
+            let _ = a.events.send(EngineEvent::Error(error.to_string()));
+            a.failed = true;
+        }
+    }
+
+    fn retire_finished(&mut self) {
+        let metrics = self.metrics.clone();
+        let decoder = &mut self.decoder;
+        self.active.retain_mut(|a| {
+            let Some(reason) = a.seq.finish_reason() else {
+                return true;
+            };
+            decoder.release(&mut a.seq);
+            if a.failed {
+                return false;
+            }
+            let tokens = a.seq.completion().len();
+            let forwards = a.seq.forwards();
+            metrics
+                .request_duration
+                .observe(a.enqueued.elapsed().as_secs_f64());
+            metrics.generation_tokens.observe(tokens as f64);
+            metrics.forwards_per_request.observe(f64::from(forwards));
+            metrics
+                .tokens_per_forward
+                .observe(tokens as f64 / f64::from(forwards.max(1)));
+            metrics
+                .steps_per_block
+                .observe(f64::from(forwards) / f64::from(a.blocks.max(1)));
+            let done = Completion {
+                finish_reason: reason,
+                text: a.text.finish(a.seq.text_before_stop()),
+                prompt_tokens: a.seq.prompt_len(),
+                completion_tokens: tokens,
+                forwards,
+            };
+            let _ = a.events.send(EngineEvent::Done(done));
+            false
+        });
+    }
+
+    fn publish_gauges(&self) {
+        self.metrics.running.set(self.active.len() as i64);
+        self.metrics.waiting.set(self.waiting.len() as i64);
+        let cache = self.decoder.cache();
+        self.metrics
+            .kv_slots_used
+            .set((cache.slots() - cache.free_slots()) as i64);
+    }
+}
+
+/// Decodes one block of one token of prompt: proves the model runs before `/ready` says so.
+fn warm_up(model: &Sdar, special: SpecialIds) -> Result<(), EngineError> {
+    let mut params = GenerationParams::default();
+    params.denoise.block_size = model.config().block_size.unwrap_or(4);
+    params.denoise.steps_per_block = 1;
+    params.stop.max_tokens = params.denoise.block_size;
+    super::generate(model, special, None, &[(vec![special.eos], params)], 1).map(|_| ())
+}

@@ -1,0 +1,184 @@
+//! The OpenAI-compatible HTTP server (axum): routes, schema, validation, SSE, errors, auth,
+//! HTTP metrics, request ids, graceful shutdown. Handlers hold only an [`EngineHandle`]; all
+//! tensor work happens on the engine thread.
+
+pub mod error;
+pub mod render;
+pub mod routes;
+pub mod schema;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::engine::runner::EngineHandle;
+use crate::metrics::Metrics;
+use crate::model::TextTokenizer;
+use error::ApiError;
+use validate::Limits;
+
+/// What every handler shares.
+pub struct AppState {
+    /// The engine's channel.
+    pub engine: EngineHandle,
+    /// Prompt tokenisation and chat templates (no tensors).
+    pub tokenizer: TextTokenizer,
+    /// Rows of the model's embedding (valid token ids).
+    pub vocab_size: i64,
+    /// Request limits.
+    pub limits: Limits,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Set on SIGTERM/SIGINT: new requests get 503.
+    pub draining: AtomicBool,
+    /// Bearer key required on `/v1/*` when set.
+    pub api_key: Option<String>,
+    /// Server start (unix seconds).
+    pub created: u64,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// The full router over `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/completions", post(routes::completions))
+        .route("/v1/chat/completions", post(routes::chat_completions))
+        .route("/v1/models", get(routes::models))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ));
+    let trace = TraceLayer::new_for_http().make_span_with(|req: &Request| {
+        let id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+    });
+    Router::new()
+        .merge(v1)
+        .route("/health", get(routes::health))
+        .route("/ready", get(routes::ready))
+        .route("/metrics", get(routes::metrics))
+        .fallback(routes::not_found)
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), count_http))
+        .layer(trace)
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// A router serving only `/metrics` (for `--metrics-port`).
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(routes::metrics))
+        .with_state(state)
+}
+
+async fn require_api_key(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(key) = &state.api_key {
+        let given = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(key.as_str()) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn count_http(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched".to_string(), |p| p.as_str().to_string());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[route.as_str(), response.status().as_str()])
+        .inc();
+    response
+}
+
+/// Serves `state` on `addr` (and `/metrics` on `metrics_addr` when given) until SIGINT or
+/// SIGTERM; then stops admitting (503), lets in-flight requests finish for up to `grace`.
+pub async fn serve(
+    state: Arc<AppState>,
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(address = %listener.local_addr()?, "serving");
+    if let Some(metrics_addr) = metrics_addr {
+        let metrics_listener = tokio::net::TcpListener::bind(metrics_addr).await?;
+        let app = metrics_router(state.clone());
+        tokio::spawn(async move { axum::serve(metrics_listener, app).await });
+    }
+    let draining_state = state.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!(
+            grace_s = grace.as_secs_f64(),
+            "shutting down: new requests get 503, draining"
+        );
+        draining_state.draining.store(true, Ordering::SeqCst);
+        tokio::spawn(async move {
+            tokio::time::sleep(grace + Duration::from_secs(1)).await;
+            tracing::warn!("grace period over; exiting with requests in flight");
+            std::process::exit(0);
+        });
+        let deadline = tokio::time::Instant::now() + grace;
+        let m = &draining_state.metrics;
+        while tokio::time::Instant::now() < deadline && (m.running.get() > 0 || m.waiting.get() > 0)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,234 @@
+//! Engine events → OpenAI response bodies: whole responses, and the SSE stream (one chunk per
+//! committed block and choice, a final chunk with `finish_reason`, an optional usage chunk,
+//! then `data: [DONE]`; an engine error mid-stream becomes a JSON error event).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use axum::response::sse::Event;
+use futures::stream::{select_all, Stream, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use super::error::ApiError;
+use super::schema::Usage;
+use crate::engine::runner::EngineEvent;
+
+/// Which endpoint a response belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/completions`.
+    Completion,
+    /// `/v1/chat/completions`.
+    Chat,
+}
+
+/// The fields every body and chunk of one response shares.
+#[derive(Debug, Clone)]
+pub struct ResponseMeta {
+    /// `cmpl-…` / `chatcmpl-…`.
+    pub id: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// Served model name.
+    pub model: String,
+    /// Endpoint.
+    pub endpoint: Endpoint,
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+}
+
+impl ResponseMeta {
+    fn envelope(&self, object: &str, choices: Value) -> Value {
+        let mut body = json!({"id": self.id, "object": object, "created": self.created,
+                              "model": self.model});
+        body["choices"] = choices;
+        body
+    }
+
+    /// One streaming chunk for choice `index`.
+    pub fn chunk(&self, index: usize, text: &str, finish: Option<&str>, first: bool) -> Value {
+        match self.endpoint {
+            Endpoint::Completion => self.envelope(
+                "text_completion",
+                json!([{"index": index, "text": text, "logprobs": null, "finish_reason": finish}]),
+            ),
+            Endpoint::Chat => {
+                let delta = if first {
+                    json!({"role": "assistant", "content": text})
+                } else {
+                    json!({"content": text})
+                };
+                self.envelope(
+                    "chat.completion.chunk",
+                    json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}]),
+                )
+            }
+        }
+    }
+
+    fn usage_chunk(&self, usage: &Usage) -> Value {
+        let object = match self.endpoint {
+            Endpoint::Completion => "text_completion",
+            Endpoint::Chat => "chat.completion.chunk",
+        };
+        let mut chunk = self.envelope(object, json!([]));
+        chunk["usage"] = json!(usage);
+        chunk
+    }
+
+    /// The whole (non-streaming) response.
+    pub fn full(&self, choices: &[(String, String)], usage: &Usage) -> Value {
+        let (object, items): (&str, Vec<Value>) = match self.endpoint {
+            Endpoint::Completion => (
+                "text_completion",
+                choices
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (text, finish))| json!({"index": i, "text": text, "logprobs": null, "finish_reason": finish}))
+                    .collect(),
+            ),
+            Endpoint::Chat => (
+                "chat.completion",
+                choices
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (text, finish))| json!({"index": i, "message": {"role": "assistant", "content": text},
+                                                      "logprobs": null, "finish_reason": finish}))
+                    .collect(),
+            ),
+        };
+        let mut body = self.envelope(object, json!(items));
+        body["usage"] = json!(usage);
+        body
+    }
+}
+
+/// Waits for every choice to finish and returns the whole response body.
+pub async fn collect(
+    meta: &ResponseMeta,
+    receivers: Vec<UnboundedReceiver<EngineEvent>>,
+) -> Result<Value, ApiError> {
+    let mut choices = Vec::with_capacity(receivers.len());
+    let mut counts = Vec::with_capacity(receivers.len());
+    for mut rx in receivers {
+        let mut text = String::new();
+        loop {
+            match rx.recv().await {
+                Some(EngineEvent::Block { text: delta, .. }) => text.push_str(&delta),
+                Some(EngineEvent::Done(done)) => {
+                    text.push_str(&done.text);
+                    choices.push((text, done.finish_reason.as_str().to_string()));
+                    counts.push((done.completion_tokens, done.forwards));
+                    break;
+                }
+                Some(EngineEvent::Error(message)) => return Err(ApiError::internal(message)),
+                None => return Err(ApiError::internal("the engine dropped the request")),
+            }
+        }
+    }
+    Ok(meta.full(&choices, &Usage::new(meta.prompt_tokens, &counts)))
+}
+
+struct StreamState {
+    events: futures::stream::SelectAll<futures::stream::BoxStream<'static, (usize, EngineEvent)>>,
+    meta: ResponseMeta,
+    outbox: VecDeque<Event>,
+    started: Vec<bool>,
+    remaining: usize,
+    counts: Vec<(usize, u32)>,
+    include_usage: bool,
+    closed: bool,
+}
+
+fn data(value: &Value) -> Event {
+    Event::default().data(value.to_string())
+}
+
+impl StreamState {
+    fn on_event(&mut self, index: usize, event: EngineEvent) {
+        match event {
+            EngineEvent::Block { text, .. } => {
+                if text.is_empty() && self.started[index] {
+                    return;
+                }
+                self.outbox.push_back(data(&self.meta.chunk(
+                    index,
+                    &text,
+                    None,
+                    !self.started[index],
+                )));
+                self.started[index] = true;
+            }
+            EngineEvent::Done(done) => {
+                let finish = done.finish_reason.as_str();
+                let chunk = self
+                    .meta
+                    .chunk(index, &done.text, Some(finish), !self.started[index]);
+                self.outbox.push_back(data(&chunk));
+                self.counts.push((done.completion_tokens, done.forwards));
+                self.remaining -= 1;
+                if self.remaining == 0 {
+                    self.finish();
+                }
+            }
+            EngineEvent::Error(message) => {
+                self.outbox
+                    .push_back(data(&ApiError::internal(message).body()));
+                self.outbox.push_back(Event::default().data("[DONE]"));
+                self.closed = true;
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.include_usage {
+            let usage = Usage::new(self.meta.prompt_tokens, &self.counts);
+            self.outbox.push_back(data(&self.meta.usage_chunk(&usage)));
+        }
+        self.outbox.push_back(Event::default().data("[DONE]"));
+        self.closed = true;
+    }
+}
+
+/// The SSE event stream of a response whose choices arrive on `receivers`.
+pub fn sse_stream(
+    meta: ResponseMeta,
+    receivers: Vec<UnboundedReceiver<EngineEvent>>,
+    include_usage: bool,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let n = receivers.len();
+    let events = select_all(receivers.into_iter().enumerate().map(|(i, rx)| {
+        UnboundedReceiverStream::new(rx)
+            .map(move |e| (i, e))
+            .boxed()
+    }));
+    let state = StreamState {
+        events,
+        meta,
+        outbox: VecDeque::new(),
+        started: vec![false; n],
+        remaining: n,
+        counts: Vec::with_capacity(n),
+        include_usage,
+        closed: false,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(event) = st.outbox.pop_front() {
+                return Some((Ok(event), st));
+            }
+            if st.closed {
+                return None;
+            }
+            match st.events.next().await {
+                Some((i, event)) => st.on_event(i, event),
+                None => st.on_event(
+                    0,
+                    EngineEvent::Error("the engine dropped the request".into()),
+                ),
+            }
+        }
+    })
+}

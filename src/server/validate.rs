@@ -1,0 +1,384 @@
+//! Request validation (pure): unknown and unsupported fields, typed parsing with the offending
+//! path named, value ranges, context limits, and the mapping to engine [`GenerationParams`].
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::schema::{CommonParams, StopInput};
+use crate::engine::{DenoiseParams, GenerationParams, Remasking, SamplingParams, StopParams};
+
+/// Fields of [`CommonParams`], accepted by both endpoints.
+pub const COMMON_FIELDS: [&str; 17] = [
+    "model",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop",
+    "seed",
+    "n",
+    "stream",
+    "stream_options",
+    "user",
+    "block_size",
+    "steps_per_block",
+    "remasking",
+    "confidence_threshold",
+    "ignore_eos",
+];
+
+/// OpenAI fields we know but cannot honour: present with a non-default value, they are
+/// rejected with 400 naming them.
+pub const UNSUPPORTED_FIELDS: [&str; 20] = [
+    "logprobs",
+    "top_logprobs",
+    "echo",
+    "suffix",
+    "best_of",
+    "logit_bias",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "min_p",
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "response_format",
+    "parallel_tool_calls",
+    "audio",
+    "modalities",
+    "prediction",
+    "reasoning_effort",
+];
+
+/// Most choices per request.
+pub const MAX_N: u64 = 8;
+/// Most stop strings per request.
+pub const MAX_STOP: usize = 4;
+/// Longest stop string (bytes).
+pub const MAX_STOP_LEN: usize = 64;
+
+/// Server-side limits a request is checked against.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Name clients must use in `model`.
+    pub served_model: String,
+    /// Longest prompt in tokens.
+    pub max_input_tokens: usize,
+    /// Longest prompt + completion in tokens.
+    pub max_total_tokens: usize,
+    /// Block size when the request names none.
+    pub default_block_size: usize,
+    /// Steps per block when the request names none.
+    pub default_steps: usize,
+}
+
+/// A request turned into engine parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validated {
+    /// Engine parameters of choice 0 (choice i uses `seed + i`).
+    pub params: GenerationParams,
+    /// Choices.
+    pub n: usize,
+    /// Stream as SSE.
+    pub stream: bool,
+    /// Send a usage chunk at the end of a stream.
+    pub include_usage: bool,
+}
+
+fn is_default_value(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(false) => true,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::String(_) | Value::Bool(true) => false,
+    }
+}
+
+/// Rejects a body that is not an object, has unknown fields, or sets unsupported ones.
+pub fn check_fields(body: &Value, endpoint_fields: &[&str]) -> Result<(), ApiError> {
+    let Some(object) = body.as_object() else {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    };
+    for (key, value) in object {
+        if UNSUPPORTED_FIELDS.contains(&key.as_str()) {
+            if is_default_value(value) {
+                continue;
+            }
+            return Err(ApiError::unsupported(key));
+        }
+        if !COMMON_FIELDS.contains(&key.as_str()) && !endpoint_fields.contains(&key.as_str()) {
+            return Err(ApiError::invalid(key, format!("unknown parameter `{key}`")));
+        }
+    }
+    Ok(())
+}
+
+/// Parses the required field `name` of a checked body.
+pub fn parse_field<T: DeserializeOwned>(body: &Value, name: &str) -> Result<T, ApiError> {
+    let value = body
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ApiError::invalid(name, format!("`{name}` is required")))?;
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| ApiError::invalid(name, format!("invalid value for `{name}`: {}", e.inner())))
+}
+
+/// Parses a checked body, naming the path of the first type error.
+pub fn parse<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let path = e.path().to_string();
+        let param = path
+            .split(['.', '['])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        ApiError::invalid(&param, format!("invalid value for `{path}`: {}", e.inner()))
+    })
+}
+
+fn range<T: PartialOrd + std::fmt::Display + Copy>(
+    name: &str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<T, ApiError> {
+    if v >= lo && v <= hi {
+        Ok(v)
+    } else {
+        Err(ApiError::invalid(
+            name,
+            format!("`{name}` must be between {lo} and {hi}, got {v}"),
+        ))
+    }
+}
+
+fn stop_strings(stop: Option<&StopInput>) -> Result<Vec<String>, ApiError> {
+    let stops = match stop {
+        None => Vec::new(),
+        Some(StopInput::One(s)) => vec![s.clone()],
+        Some(StopInput::Many(v)) => v.clone(),
+    };
+    if stops.len() > MAX_STOP {
+        return Err(ApiError::invalid(
+            "stop",
+            format!("at most {MAX_STOP} stop strings"),
+        ));
+    }
+    if stops.iter().any(|s| s.is_empty() || s.len() > MAX_STOP_LEN) {
+        return Err(ApiError::invalid(
+            "stop",
+            format!("stop strings must be 1..={MAX_STOP_LEN} bytes"),
+        ));
+    }
+    Ok(stops)
+}
+
+fn denoise(p: &CommonParams, limits: &Limits) -> Result<DenoiseParams, ApiError> {
+    let block = p
+        .block_size
+        .map_or(Ok(limits.default_block_size as u64), |b| {
+            range("block_size", b, 1, 64)
+        })?;
+    if !block.is_power_of_two() {
+        return Err(ApiError::invalid(
+            "block_size",
+            format!("`block_size` must be a power of two, got {block}"),
+        ));
+    }
+    let default_steps = limits.default_steps.min(block as usize) as u64;
+    let steps = p
+        .steps_per_block
+        .map_or(Ok(default_steps), |s| range("steps_per_block", s, 1, block))?;
+    let remasking = match &p.remasking {
+        None => Remasking::default(),
+        Some(name) => name
+            .parse()
+            .map_err(|e: String| ApiError::invalid("remasking", e))?,
+    };
+    let threshold = p
+        .confidence_threshold
+        .map_or(Ok(0.9), |t| range("confidence_threshold", t, 0.0, 1.0))?;
+    Ok(DenoiseParams {
+        block_size: block as usize,
+        steps_per_block: steps as usize,
+        remasking,
+        confidence_threshold: threshold,
+        ..DenoiseParams::default()
+    })
+}
+
+/// Checks `p` for a prompt of `prompt_len` tokens and builds the engine parameters.
+pub fn validate(
+    p: &CommonParams,
+    prompt_len: usize,
+    limits: &Limits,
+) -> Result<Validated, ApiError> {
+    if let Some(model) = p.model.as_deref().filter(|m| *m != limits.served_model) {
+        return Err(ApiError::unknown_model(model, &limits.served_model));
+    }
+    if prompt_len == 0 {
+        return Err(ApiError::invalid("prompt", "the prompt is empty"));
+    }
+    if prompt_len > limits.max_input_tokens {
+        return Err(ApiError::invalid(
+            "prompt",
+            format!(
+                "the prompt has {prompt_len} tokens; the limit is {}",
+                limits.max_input_tokens
+            ),
+        ));
+    }
+    let room = limits.max_total_tokens.saturating_sub(prompt_len);
+    let max_tokens = match p.max_completion_tokens.or(p.max_tokens) {
+        None => room.min(256) as u64,
+        Some(m) => range("max_tokens", m, 1, u64::MAX)?,
+    };
+    if max_tokens == 0 || max_tokens as usize > room {
+        return Err(ApiError::invalid(
+            "max_tokens",
+            format!(
+                "prompt ({prompt_len} tokens) + max_tokens ({max_tokens}) exceeds the context limit of {} tokens",
+                limits.max_total_tokens
+            ),
+        ));
+    }
+    let temperature = p
+        .temperature
+        .map_or(Ok(1.0), |t| range("temperature", t, 0.0, 2.0))?;
+    let top_p = p
+        .top_p
+        .map_or(Ok(1.0), |t| range("top_p", t, f64::MIN_POSITIVE, 1.0))?;
+    let top_k = p
+        .top_k
+        .map_or(Ok(0), |k| range("top_k", k, -1, 1 << 20))?
+        .max(0) as usize;
+    let n = p.n.map_or(Ok(1), |n| range("n", n, 1, MAX_N))? as usize;
+    let params = GenerationParams {
+        sampling: SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            seed: p.seed,
+        },
+        denoise: denoise(p, limits)?,
+        stop: StopParams {
+            max_tokens: max_tokens as usize,
+            stop_strings: stop_strings(p.stop.as_ref())?,
+            ignore_eos: p.ignore_eos.unwrap_or(false),
+            ..StopParams::default()
+        },
+    };
+    params.validate().map_err(ApiError::bad_request)?;
+    Ok(Validated {
+        params,
+        n,
+        stream: p.stream.unwrap_or(false),
+        include_usage: p.stream_options.as_ref().is_some_and(|o| o.include_usage),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn limits() -> Limits {
+        Limits {
+            served_model: "m".into(),
+            max_input_tokens: 100,
+            max_total_tokens: 128,
+            default_block_size: 4,
+            default_steps: 4,
+        }
+    }
+
+    fn params(body: Value) -> Result<Validated, ApiError> {
+        check_fields(&body, &["prompt"])?;
+        let p: CommonParams = parse(body)?;
+        validate(&p, 10, &limits())
+    }
+
+    #[test]
+    fn defaults_follow_openai_and_the_model() {
+        let v = params(json!({"model": "m"})).unwrap();
+        assert_eq!(v.params.sampling.temperature, 1.0);
+        assert_eq!(
+            v.params.stop.max_tokens, 118,
+            "the room left, capped at 256"
+        );
+        assert_eq!(
+            (
+                v.params.denoise.block_size,
+                v.params.denoise.steps_per_block
+            ),
+            (4, 4)
+        );
+        assert_eq!((v.n, v.stream, v.include_usage), (1, false, false));
+        let v = params(json!({"block_size": 2, "steps_per_block": 1, "remasking": "low_confidence_dynamic",
+                              "stream": true, "stream_options": {"include_usage": true}, "top_k": -1,
+                              "stop": "#", "seed": 3, "n": 2, "presence_penalty": 0, "logprobs": null}))
+        .unwrap();
+        assert_eq!(v.params.denoise.remasking, Remasking::LowConfidenceDynamic);
+        assert_eq!(v.params.stop.stop_strings, vec!["#".to_string()]);
+        assert_eq!(
+            (v.n, v.stream, v.include_usage, v.params.sampling.top_k),
+            (2, true, true, 0)
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_parameter() {
+        let cases = [
+            (json!({"temperature": 3.0}), "temperature"),
+            (json!({"temperature": "hot"}), "temperature"),
+            (json!({"max_tokens": -1}), "max_tokens"),
+            (json!({"max_tokens": 119}), "max_tokens"),
+            (json!({"top_p": 0}), "top_p"),
+            (json!({"n": 9}), "n"),
+            (json!({"block_size": 3}), "block_size"),
+            (json!({"steps_per_block": 8}), "steps_per_block"),
+            (json!({"remasking": "magic"}), "remasking"),
+            (json!({"stop": ["a", "b", "c", "d", "e"]}), "stop"),
+            (json!({"stop": [""]}), "stop"),
+            (json!({"logprobs": 2}), "logprobs"),
+            (json!({"tools": [{"type": "function"}]}), "tools"),
+            (
+                json!({"response_format": {"type": "json_object"}}),
+                "response_format",
+            ),
+            (json!({"frequency_penalty": 0.5}), "frequency_penalty"),
+            (json!({"temprature": 0.5}), "temprature"),
+        ];
+        for (body, param) in cases {
+            let err = params(body.clone()).unwrap_err();
+            assert_eq!(err.status, 400, "{body}");
+            assert_eq!(err.param.as_deref(), Some(param), "{body}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn unknown_models_and_long_prompts_are_refused() {
+        let err = params(json!({"model": "gpt-4"})).unwrap_err();
+        assert_eq!(
+            (err.status.as_u16(), err.code),
+            (404, Some("model_not_found"))
+        );
+        let p = CommonParams::default();
+        assert_eq!(
+            validate(&p, 101, &limits()).unwrap_err().param.as_deref(),
+            Some("prompt")
+        );
+        assert_eq!(
+            validate(&p, 0, &limits()).unwrap_err().param.as_deref(),
+            Some("prompt")
+        );
+        assert!(check_fields(&json!([1, 2]), &[]).is_err());
+    }
+}

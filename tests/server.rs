@@ -1,0 +1,241 @@
+//! `t3d serve` on loopback: the official `openai` client suite (tests/server_client.py), metrics
+//! through `promtool`, cancellation on disconnect, 429 under overload, graceful shutdown.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let model = common::save_with_tokenizer(&common::tiny_model(3), &dir.path().join("tiny"));
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_t3d"))
+            .args([
+                "serve",
+                "--model",
+                model.to_str().unwrap(),
+                "--port",
+                &port.to_string(),
+            ])
+            .args([
+                "--threads",
+                "1",
+                "--max-body-bytes",
+                "65536",
+                "--max-total-tokens",
+                "600",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while request(port, "GET", "/ready", "").map(|r| r.0) != Some(200) {
+            assert!(Instant::now() < deadline, "server did not become ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    fn metric(&self, line_prefix: &str) -> f64 {
+        let (_, body) = request(self.port, "GET", "/metrics", "").unwrap();
+        body.lines()
+            .find(|l| l.starts_with(line_prefix))
+            .and_then(|l| l.split_whitespace().last())
+            .map_or(0.0, |v| v.parse().unwrap())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request without keep-alive; (status, body).
+fn request(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body.as_bytes()).ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map_or("", |p| p.1).to_string();
+    Some((status, body))
+}
+
+fn promtool() -> PathBuf {
+    let found = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    found.expect("promtool missing: install Debian's `prometheus` package (.ci/run does)")
+}
+
+#[test]
+fn openai_client_suite_and_promtool() {
+    let server = Server::start(&["--api-key", "test-key", "--max-batch-size", "8"]);
+    let metrics = tempfile::NamedTempFile::new().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/server_client.py");
+    let out = Command::new(common::venv_python())
+        .arg(script)
+        .args([
+            &format!("http://127.0.0.1:{}", server.port),
+            "tiny",
+            "test-key",
+        ])
+        .arg(metrics.path())
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "client suite failed:\n{log}");
+    let check = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(metrics.path()).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+const LONG: &str = r#"{"prompt": "count", "max_tokens": 500, "ignore_eos": true, "temperature": 0, "stream": true}"#;
+
+#[test]
+fn client_disconnect_cancels_the_sequence_and_frees_its_slot() {
+    let server = Server::start(&["--max-batch-size", "2"]);
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let head = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{LONG}",
+        LONG.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    while !line.starts_with("data: {") {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+    }
+    drop(reader); // the client goes away after the first block
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric("t3d_request_failures_total{reason=\"cancelled\"}") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the sequence was never cancelled"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.metric("t3d_running_requests"), 0.0);
+    assert_eq!(server.metric("t3d_kv_cache_slots_used"), 0.0);
+    let generated = server.metric("t3d_generated_tokens_total");
+    assert!(
+        generated < 500.0,
+        "ran to completion anyway ({generated} tokens)"
+    );
+}
+
+#[test]
+fn a_full_queue_answers_429_with_retry_after_and_keeps_serving() {
+    let server = Server::start(&["--max-batch-size", "1", "--max-queue", "1"]);
+    let port = server.port;
+    let body = LONG.replace("\"stream\": true", "\"stream\": false");
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let body = body.clone();
+            std::thread::spawn(move || request(port, "POST", "/v1/completions", &body).unwrap())
+        })
+        .collect();
+    let results: Vec<(u16, String)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let overloaded: Vec<_> = results.iter().filter(|r| r.0 == 429).collect();
+    assert!(
+        !overloaded.is_empty(),
+        "no 429 among {:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    assert!(results.iter().any(|r| r.0 == 200));
+    assert!(overloaded[0].1.contains("rate_limit_exceeded"));
+    let mut raw = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let probe = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // Fill the single slot and the single queue place, then check the header on a refusal.
+    let _busy: Vec<_> = (0..2)
+        .map(|_| {
+            let body = body.clone();
+            std::thread::spawn(move || request(port, "POST", "/v1/completions", &body))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    raw.write_all(probe.as_bytes()).unwrap();
+    let mut text = String::new();
+    raw.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 429"), "{text}");
+    assert!(text.to_lowercase().contains("retry-after: 1"), "{text}");
+}
+
+#[test]
+fn sigterm_finishes_in_flight_work_and_refuses_new_requests() {
+    let mut server = Server::start(&["--max-batch-size", "2"]);
+    let port = server.port;
+    let body = LONG.replace("\"stream\": true", "\"stream\": false");
+    let in_flight = std::thread::spawn(move || request(port, "POST", "/v1/completions", &body));
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_millis(100));
+    let refused = request(
+        port,
+        "POST",
+        "/v1/completions",
+        r#"{"prompt": "a", "max_tokens": 4}"#,
+    );
+    if let Some((status, _)) = refused {
+        assert_eq!(status, 503, "new work during drain");
+    }
+    let (status, body) = in_flight
+        .join()
+        .unwrap()
+        .expect("in-flight request answered");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"finish_reason\":\"length\""), "{body}");
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
