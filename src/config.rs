@@ -208,6 +208,9 @@ pub struct TrainArgs {
     /// Override the config's number of optimizer steps.
     #[arg(long)]
     pub steps: Option<u64>,
+    /// Start from this model's weights (a second training stage with a fresh optimizer).
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
     /// Stop after this many optimizer steps in total, keeping a checkpoint to `--resume` from.
     #[arg(long)]
     pub stop_after: Option<u64>,
@@ -252,6 +255,9 @@ pub struct EvalArgs {
     /// Write a PNG plot of accuracy against steps per block here.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Write every completion with its score as JSONL here (one line per problem and setting).
+    #[arg(long)]
+    pub dump: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub device: DeviceArgs,

@@ -12,7 +12,9 @@ use crate::model::TextTokenizer;
 use crate::train::config::TrainConfig;
 use crate::train::eval::{evaluate, format_table, max_completion_tokens};
 use crate::train::plot::{accuracy_vs_steps, Series};
-use crate::train::task::{test_set, ArithConfig, ProblemRecord, ProblemStream, Split};
+use crate::train::task::{
+    check, test_set, ArithConfig, Problem, ProblemRecord, ProblemStream, Split,
+};
 use crate::train::trainer::{train, TrainOptions};
 
 fn check_task(task: &str) -> anyhow::Result<()> {
@@ -48,6 +50,7 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         device,
         progress: true,
         stop_after: args.stop_after,
+        init_from: args.init_from.clone(),
     };
     let report = train(&cfg, &opts)?;
     eprintln!(
@@ -106,16 +109,18 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
     };
     let problems = test_set(&task, args.n);
     let mut rows = Vec::new();
+    let mut dump = String::new();
     for &steps in &args.steps {
         let params = eval_params(args, steps, max_completion_tokens(&task));
         params.validate().map_err(anyhow::Error::msg)?;
-        let (row, _) = evaluate(
+        let (row, texts) = evaluate(
             &loaded.model,
             &tokenizer,
             &problems,
             &params,
             args.batch_size,
         )?;
+        dump.push_str(&dump_lines(steps, &problems, &texts));
         eprintln!(
             "[t3d] S={steps}: accuracy {:.1}% in {:.1} s",
             100.0 * row.answer_accuracy,
@@ -129,6 +134,9 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
                                         "temperature": args.temperature, "rows": rows});
         std::fs::write(path, serde_json::to_string_pretty(&record)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.dump {
+        std::fs::write(path, dump).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.plot {
         let series = Series {
@@ -190,4 +198,18 @@ pub fn run_dataset(args: &DatasetArgs) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// JSONL lines of one setting's completions with their scores.
+fn dump_lines(steps: usize, problems: &[Problem], texts: &[String]) -> String {
+    let mut out = String::new();
+    for (problem, text) in problems.iter().zip(texts) {
+        let score = check(problem, text);
+        let line = serde_json::json!({"steps_per_block": steps, "question": problem.question(),
+            "answer": problem.answer(), "completion": text, "answer_correct": score.answer_correct,
+            "trace_valid": score.trace_valid});
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    out
 }

@@ -41,6 +41,7 @@ fn options(root: &Path, stop_after: Option<u64>, resume: bool) -> TrainOptions {
         device: Device::Cpu,
         progress: false,
         stop_after,
+        init_from: None,
     }
 }
 
@@ -124,4 +125,33 @@ fn save_then_load_gives_identical_logits_on_a_training_batch() {
     assert!(la.equal(&lb), "logits differ after a save/load round trip");
     let loss = tch::no_grad(|| masked_cross_entropy(&b.model, &batch)).double_value(&[]);
     assert!(loss.is_finite() && loss > 0.0);
+}
+
+#[test]
+fn a_second_stage_starts_from_the_first_stages_weights() {
+    let first = tempfile::tempdir().unwrap();
+    train(&tiny_config(2), &options(first.path(), None, false)).unwrap();
+    let second = tempfile::tempdir().unwrap();
+    let mut opts = options(second.path(), None, false);
+    opts.init_from = Some(first.path().join("model"));
+    let mut cfg = tiny_config(1);
+    cfg.lr = 1e-12; // one update that barely moves the weights
+    cfg.min_lr = 0.0;
+    train(&cfg, &opts).unwrap();
+    let a = checkpoint::load(&first.path().join("model"), Device::Cpu, Kind::Float).unwrap();
+    let b = checkpoint::load(&second.path().join("model"), Device::Cpu, Kind::Float).unwrap();
+    for (name, ta) in a.vars.variables() {
+        let diff = (&ta - &b.vars.variables()[&name])
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(
+            diff < 1e-6,
+            "{name} moved by {diff}: not initialised from stage one"
+        );
+    }
+    let mut wider = tiny_config(1);
+    wider.model.hidden_size = 64;
+    let err = train(&wider, &opts).unwrap_err();
+    assert!(err.to_string().contains("does not match"), "{err}");
 }

@@ -39,6 +39,10 @@ struct Args {
     /// Use /v1/chat/completions with arithmetic questions instead of /v1/completions.
     #[arg(long)]
     chat: bool,
+    /// Send prompts of this many random token ids (ids 1..=90) instead of arithmetic text, to
+    /// match `t3d bench --prompt-len`.
+    #[arg(long)]
+    prompt_len: Option<usize>,
     /// Bearer key.
     #[arg(long, env = "T3D_API_KEY")]
     api_key: Option<String>,
@@ -66,7 +70,9 @@ fn body(args: &Args, extra: &Value) -> Value {
         .map(|_| rng.random_range(1..20).to_string())
         .collect();
     let question = question.join("+");
-    let mut body = if args.chat {
+    let mut body = if let Some(len) = args.prompt_len {
+        json!({"prompt": (0..len).map(|_| rng.random_range(1..=90)).collect::<Vec<i64>>()})
+    } else if args.chat {
         json!({"messages": [{"role": "user", "content": question}]})
     } else {
         json!({"prompt": question})

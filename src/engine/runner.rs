@@ -332,16 +332,31 @@ impl<'m> Engine<'m> {
         let Some(block) = self.next_block_size() else {
             return;
         };
-        let members: Vec<usize> = (0..self.active.len())
+        // A sequence whose prompt is still to be prefilled needs many query rows; stepping it
+        // apart keeps the running batch from being padded to the longest prompt.
+        let (prefill, decode): (Vec<usize>, Vec<usize>) = (0..self.active.len())
             .filter(|&i| self.active[i].seq.block_size() == block)
-            .collect();
+            .partition(|&i| self.active[i].seq.query_len() > 2 * block);
+        for members in [decode, prefill] {
+            if !members.is_empty() {
+                self.step_members(&members);
+            }
+        }
+        self.retire_finished();
+    }
+
+    /// One forward for the active sequences at `members` (ascending indices, one block size).
+    fn step_members(&mut self, members: &[usize]) {
+        let span = tracing::debug_span!("engine_step", sequences = members.len());
+        let _enter = span.enter();
         let started = Instant::now();
         let result = {
             let mut group: Vec<&mut Sequence> = self
                 .active
                 .iter_mut()
-                .filter(|a| a.seq.block_size() == block)
-                .map(|a| &mut a.seq)
+                .enumerate()
+                .filter(|(i, _)| members.contains(i))
+                .map(|(_, a)| &mut a.seq)
                 .collect();
             self.decoder.step(&mut group)
         };
@@ -356,9 +371,8 @@ impl<'m> Engine<'m> {
                     self.deliver(i, &outcome.committed);
                 }
             }
-            Err(e) => self.fail(&members, &e),
+            Err(e) => self.fail(members, &e),
         }
-        self.retire_finished();
     }
 
     fn deliver(&mut self, index: usize, committed: &[i64]) {

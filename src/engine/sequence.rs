@@ -111,6 +111,11 @@ impl Sequence {
         self.cached_len
     }
 
+    /// How many rows [`Self::query_tokens`] has.
+    pub fn query_len(&self) -> usize {
+        self.pending.len() + self.block.len()
+    }
+
     /// The rows this sequence feeds the next forward: pending commit tokens, then the block.
     pub fn query_tokens(&self) -> Vec<i64> {
         [self.pending.as_slice(), self.block.as_slice()].concat()

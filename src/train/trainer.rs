@@ -36,6 +36,9 @@ pub struct TrainOptions {
     pub device: Device,
     /// Draw a progress bar.
     pub progress: bool,
+    /// Start from this model's weights (fresh optimizer) instead of a random init: a second
+    /// stage with its own schedule. Its shape must match the config's.
+    pub init_from: Option<PathBuf>,
     /// Stop (with a checkpoint, without writing `out`) after this many optimizer steps in
     /// total: a budgeted or interrupted run that `resume` continues.
     pub stop_after: Option<u64>,
@@ -120,7 +123,10 @@ fn initial_state(
         None
     };
     let Some(dir) = latest else {
-        let loaded = checkpoint::random(model_cfg, opts.device, Kind::Float, cfg.seed as i64);
+        let loaded = match &opts.init_from {
+            Some(init) => initial_weights(init, model_cfg, opts.device)?,
+            None => checkpoint::random(model_cfg, opts.device, Kind::Float, cfg.seed as i64),
+        };
         let optimizer = AdamW::new(state::named_params(&loaded.vars), cfg.adamw);
         return Ok((loaded, optimizer, 0));
     };
@@ -143,6 +149,24 @@ fn initial_state(
         trainer_state.step
     );
     Ok((loaded, optimizer, trainer_state.step))
+}
+
+/// Weights of an earlier stage, checked against the shape this run trains.
+fn initial_weights(
+    dir: &Path,
+    model_cfg: &SdarConfig,
+    device: Device,
+) -> anyhow::Result<LoadedModel> {
+    let mut loaded = checkpoint::load(dir, device, Kind::Float)?;
+    let mut theirs = loaded.config.clone();
+    theirs.extra = model_cfg.extra.clone();
+    anyhow::ensure!(
+        theirs == *model_cfg,
+        "{}: its config.json does not match the model this config trains",
+        dir.display()
+    );
+    loaded.config = model_cfg.clone();
+    Ok(loaded)
 }
 
 /// Accumulates `grad_accum` micro-batches, clips and steps; returns (mean loss, tokens).
@@ -284,7 +308,10 @@ impl Run {
         Ok(())
     }
 
-    fn finish(self) -> TrainReport {
+    fn finish(mut self) -> TrainReport {
+        if self.window.1 > 0 {
+            self.last_loss = self.window.0 / self.window.1 as f64;
+        }
         self.bar.finish();
         TrainReport {
             steps_run: self.bar.position() - self.first_step,

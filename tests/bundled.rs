@@ -1,0 +1,143 @@
+//! The committed teacher (`models/arith-teacher`) through the binary: `t3d eval` scores it on
+//! held-out problems (table, JSON, PNG), it is the default model of `generate`, and
+//! `t3d dataset` exports the same held-out problems.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn t3d(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_t3d"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", "warn")
+        .env_remove("T3D_MODEL")
+        .output()
+        .unwrap()
+}
+
+const TEACHER: &str = "models/arith-teacher";
+
+#[test]
+fn eval_on_the_committed_teacher_writes_table_json_and_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("eval.json");
+    let plot = dir.path().join("eval.png");
+    let out = t3d(&[
+        "eval",
+        "--model",
+        TEACHER,
+        "--task",
+        "arith",
+        "--n",
+        "48",
+        "--steps",
+        "1,4",
+        "--json",
+        json.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+        "--threads",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("| 4 | 1 | 48 |") && table.contains("| 4 | 4 | 48 |"),
+        "{table}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let acc = |i: usize| report["rows"][i]["answer_accuracy"].as_f64().unwrap();
+    let tpf = |i: usize| report["rows"][i]["tokens_per_forward"].as_f64().unwrap();
+    // Full-step decoding solves nearly all of them; one step per block visibly fails.
+    assert!(acc(1) >= 0.85, "S=4 accuracy {}", acc(1));
+    assert!(acc(0) <= acc(1) - 0.2, "S=1 {} vs S=4 {}", acc(0), acc(1));
+    assert!(
+        tpf(0) > 3.0 && tpf(1) < 1.05,
+        "tokens per forward {} / {}",
+        tpf(0),
+        tpf(1)
+    );
+    let png = std::fs::read(&plot).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+}
+
+#[test]
+fn generate_defaults_to_the_bundled_model_and_answers() {
+    assert!(Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(TEACHER)
+        .join("config.json")
+        .exists());
+    let out = t3d(&[
+        "generate",
+        "--chat",
+        "--prompt",
+        "12+7+3",
+        "--temperature",
+        "0",
+        "--threads",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.trim().ends_with("#22"), "{text}");
+}
+
+#[test]
+fn dataset_exports_the_held_out_problems_as_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("test.jsonl");
+    let out = t3d(&[
+        "dataset",
+        "--split",
+        "test",
+        "--n",
+        "5",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    for l in &lines {
+        let ops: Vec<u64> = l["operands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert_eq!(l["answer"].as_u64().unwrap(), ops.iter().sum::<u64>());
+        assert_eq!(l["split"], "test");
+        assert!(l["reference_trace"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("#{}", l["answer"])));
+    }
+    let bad = t3d(&[
+        "dataset",
+        "--split",
+        "dev",
+        "--n",
+        "1",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown split `dev`"));
+}
