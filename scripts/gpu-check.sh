@@ -3,7 +3,7 @@
 # target/release/t3d, run this there (device tool: command `bash scripts/gpu-check.sh`,
 # carry ["target/release/t3d"], timeout ~540 s). It finds that machine's PyTorch 2.11 libs,
 # checks that the binary sees CUDA, compares CPU and CUDA greedy decoding on a tiny model, then
-# benchmarks an SDAR-1.7B-shaped random model in bf16. Results go to stdout and $OUT.
+# benchmarks an SDAR-1.7B-shaped random model in bf16 (skipped with GPU_CHECK_BENCH=0). Results go to stdout and $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu-check-out}
@@ -24,6 +24,7 @@ for steps in 1 4; do
   $bin "${args[@]}" --device cuda --dtype bf16 > /dev/null && echo "S=$steps: bf16 on CUDA decodes"
 done
 
+[ "${GPU_CHECK_BENCH:-1}" = 0 ] && exit 0
 echo "== t3d bench, SDAR-1.7B shape (random weights), bf16, CUDA"
 timeout 420 $bin bench --shape sdar-1.7b --device cuda --dtype bf16 --batch-sizes 1,16,64 \
   --steps 1,2,4 --prompt-len 128 --gen-tokens 256 --repeats 3 --json "$out/bench-sdar-1.7b.json" \

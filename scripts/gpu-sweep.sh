@@ -19,14 +19,6 @@ for cfg in configs/sweep/*.json; do
     $bin eval --model "/tmp/sweep/$name" --n 1000 --steps 1,2,4 --device cuda --threads 2 >> "$out/$name.txt" 2>/dev/null
     tail -1 "/tmp/sweep/run-$name/train_log.jsonl" >> "$out/$name.txt" ) &
 done
-echo "== CUDA decoding vs CPU decoding (tiny model, f32, greedy)" | tee "$out/check.txt"
-tiny=$(mktemp -d)/tiny
-$bin init --shape tiny --out "$tiny" --seed 1
-for steps in 1 4; do
-  args=(generate --model "$tiny" --prompt "Hello, block diffusion" --max-tokens 32 --steps-per-block "$steps" --json)
-  cpu=$($bin "${args[@]}" --device cpu | python3 -c 'import json,sys; print(json.load(sys.stdin)["token_ids"])')
-  gpu=$($bin "${args[@]}" --device cuda | python3 -c 'import json,sys; print(json.load(sys.stdin)["token_ids"])')
-  [ "$cpu" == "$gpu" ] && echo "S=$steps: CPU and CUDA token ids identical" || echo "S=$steps: DIFFER cpu=$cpu gpu=$gpu"
-done | tee -a "$out/check.txt"
+GPU_CHECK_BENCH=0 OUT="$out" bash scripts/gpu-check.sh > "$out/check.txt" 2>&1
 wait
 for f in "$out"/*.txt; do echo "== $f"; cat "$f"; done

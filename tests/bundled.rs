@@ -17,6 +17,16 @@ fn t3d(args: &[&str]) -> Output {
 
 const TEACHER: &str = "models/arith-teacher";
 
+/// Stdout of a run that must succeed.
+fn stdout_of(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn eval_on_the_committed_teacher_writes_table_json_and_plot() {
     let dir = tempfile::tempdir().unwrap();
@@ -39,12 +49,7 @@ fn eval_on_the_committed_teacher_writes_table_json_and_plot() {
         "--threads",
         "1",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let table = String::from_utf8_lossy(&out.stdout);
+    let table = stdout_of(&out);
     assert!(
         table.contains("| 4 | 1 | 48 |") && table.contains("| 4 | 4 | 48 |"),
         "{table}"
@@ -82,12 +87,7 @@ fn generate_defaults_to_the_bundled_model_and_answers() {
         "--threads",
         "1",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = stdout_of(&out);
     assert!(text.trim().ends_with("#22"), "{text}");
 }
 
@@ -104,11 +104,7 @@ fn dataset_exports_the_held_out_problems_as_jsonl() {
         "--out",
         file.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stdout_of(&out);
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
         .unwrap()
         .lines()

@@ -10,6 +10,7 @@ pub mod params;
 pub mod runner;
 pub mod sampler;
 pub mod sequence;
+mod serve_loop;
 pub mod stop;
 pub mod text_stream;
 
