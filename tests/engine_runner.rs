@@ -45,6 +45,7 @@ fn submit(handle: &EngineHandle, prompt: Vec<i64>, block: usize) -> UnboundedRec
         params,
         events: tx,
         enqueued: Instant::now(),
+        request_id: "test".into(),
     };
     handle.submit(request).unwrap();
     rx

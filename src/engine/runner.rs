@@ -60,6 +60,8 @@ pub struct EngineRequest {
     pub events: UnboundedSender<EngineEvent>,
     /// When the request was enqueued.
     pub enqueued: Instant,
+    /// The HTTP request id (`x-request-id`), for the engine's log lines.
+    pub request_id: String,
 }
 
 /// Why a request was not accepted.

@@ -22,6 +22,7 @@ struct Active {
     events: UnboundedSender<EngineEvent>,
     text: TextStream,
     enqueued: Instant,
+    request_id: String,
     last_block: Option<Instant>,
     blocks: u32,
     failed: bool,
@@ -112,6 +113,7 @@ impl<'m> Engine<'m> {
                 return true;
             }
             decoder.release(&mut a.seq);
+            tracing::info!(request_id = %a.request_id, "client went away; sequence cancelled");
             metrics.failures.with_label_values(&["cancelled"]).inc();
             false
         });
@@ -146,6 +148,7 @@ impl<'m> Engine<'m> {
                 events: request.events,
                 text: TextStream::new(&stops),
                 enqueued: request.enqueued,
+                request_id: request.request_id,
                 last_block: None,
                 blocks: 0,
                 failed: false,
@@ -246,9 +249,9 @@ impl<'m> Engine<'m> {
     }
 
     fn fail(&mut self, members: &[usize], error: &EngineError) {
-        tracing::error!(error = %error, sequences = members.len(), "batch failed");
         for &i in members {
             let a = &mut self.active[i];
+            tracing::error!(request_id = %a.request_id, error = %error, "forward failed; request fails");
             a.seq.finish_now(FinishReason::Stop);
             self.metrics.failures.with_label_values(&["forward"]).inc();
             let _ = a.events.send(EngineEvent::Error(error.to_string()));
@@ -269,6 +272,7 @@ impl<'m> Engine<'m> {
             }
             let tokens = a.seq.completion().len();
             let forwards = a.seq.forwards();
+            tracing::debug!(request_id = %a.request_id, tokens, forwards, reason = reason.as_str(), "finished");
             metrics
                 .request_duration
                 .observe(a.enqueued.elapsed().as_secs_f64());

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -118,6 +118,7 @@ fn submit(
     state: &AppState,
     prompt: &[i64],
     v: &Validated,
+    request_id: &str,
 ) -> Result<Vec<UnboundedReceiver<EngineEvent>>, ApiError> {
     if state.draining.load(Ordering::SeqCst) {
         return Err(ApiError::unavailable("the server is shutting down"));
@@ -132,6 +133,7 @@ fn submit(
             params,
             events: tx,
             enqueued: Instant::now(),
+            request_id: request_id.to_string(),
         };
         state.engine.submit(request).map_err(|e| match e {
             SubmitError::QueueFull => {
@@ -154,8 +156,13 @@ async fn respond(
     endpoint: Endpoint,
     prompt: Vec<i64>,
     v: Validated,
+    headers: &HeaderMap,
 ) -> AppResult {
-    let receivers = submit(state, &prompt, &v)?;
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("-");
+    let receivers = submit(state, &prompt, &v, request_id)?;
     let prefix = if endpoint == Endpoint::Chat {
         "chatcmpl"
     } else {
@@ -179,6 +186,7 @@ async fn respond(
 /// `POST /v1/completions`.
 pub async fn completions(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult {
     let value = read_json(body)?;
@@ -186,12 +194,13 @@ pub async fn completions(
     let prompt = prompt_ids(&state, parse_field(&value, "prompt")?)?;
     let params: CommonParams = parse(value)?;
     let v = validate(&params, prompt.len(), &state.limits)?;
-    respond(&state, Endpoint::Completion, prompt, v).await
+    respond(&state, Endpoint::Completion, prompt, v, &headers).await
 }
 
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult {
     let value = read_json(body)?;
@@ -200,7 +209,7 @@ pub async fn chat_completions(
     let prompt = chat_prompt(&state, &messages)?;
     let params: CommonParams = parse(value)?;
     let v = validate(&params, prompt.len(), &state.limits)?;
-    respond(&state, Endpoint::Chat, prompt, v).await
+    respond(&state, Endpoint::Chat, prompt, v, &headers).await
 }
 
 /// `GET /v1/models`.
