@@ -132,7 +132,7 @@ impl<'m> BlockDecoder<'m> {
                 entropy,
             );
             if let (Some(tokenizer), false) = (self.tokenizer, outcome.committed.is_empty()) {
-                if seq.watch_stop_strings(tokenizer, &outcome.committed)? {
+                if seq.push_text(tokenizer, &outcome.committed)? {
                     outcome.finished = seq.finish_reason();
                 }
             }
@@ -255,26 +255,21 @@ pub fn generate(
             .filter(|(_, s)| s.finish_reason().is_some())
         {
             decoder.release(seq);
-            results[*i] = Some(finished(seq, tokenizer)?);
+            results[*i] = Some(finished(seq));
         }
         active.retain(|(_, s)| s.finish_reason().is_none());
     }
     Ok((results.into_iter().flatten().collect(), decoder.stats()))
 }
 
-fn finished(seq: &Sequence, tokenizer: Option<&TextTokenizer>) -> Result<Generation, EngineError> {
-    let text = match (seq.text_before_stop(), tokenizer) {
-        (Some(text), _) => text.to_string(),
-        (None, Some(tokenizer)) => tokenizer.decode(seq.completion(), true)?,
-        (None, None) => String::new(),
-    };
-    Ok(Generation {
+fn finished(seq: &Sequence) -> Generation {
+    Generation {
         tokens: seq.completion().to_vec(),
-        text,
+        text: seq.text().to_string(),
         trajectory: seq.trajectory().to_vec(),
         // Only finished sequences are collected, so the fallback is never used.
         finish_reason: seq.finish_reason().unwrap_or(FinishReason::Stop),
         prompt_tokens: seq.prompt_len(),
         forwards: seq.forwards(),
-    })
+    }
 }

@@ -10,7 +10,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use super::denoise::{self, BlockScores, PolicyParams};
 use super::params::{FinishReason, GenerationParams};
-use super::stop::StopStringMatcher;
+use super::stop::CompletionText;
 use crate::model::{ModelError, TextTokenizer};
 
 /// Special ids the decoder needs.
@@ -53,7 +53,7 @@ pub struct Sequence {
     trajectory: Vec<u32>,
     finish: Option<FinishReason>,
     forwards: u32,
-    stop_text: StopStringMatcher,
+    text: CompletionText,
 }
 
 /// What one denoising step did to a sequence.
@@ -96,7 +96,7 @@ impl Sequence {
             trajectory: Vec::new(),
             finish: None,
             forwards: 0,
-            stop_text: StopStringMatcher::new(&params.stop.stop_strings),
+            text: CompletionText::new(&params.stop.stop_strings),
             params,
         }
     }
@@ -215,23 +215,24 @@ impl Sequence {
         self.block_step = 0;
     }
 
-    /// Feeds newly committed tokens to the stop-string matcher; a match ends the sequence
+    /// Detokenises newly committed tokens; a stop string in them ends the sequence
     /// (`finish_reason` becomes `Stop`) and returns `true`.
-    pub fn watch_stop_strings(
+    pub fn push_text(
         &mut self,
         tokenizer: &TextTokenizer,
         committed: &[i64],
     ) -> Result<bool, ModelError> {
-        if self.finish.is_some() || !self.stop_text.push(tokenizer, committed)? {
+        if !self.text.push(tokenizer, committed)? {
             return Ok(false);
         }
-        self.finish = Some(FinishReason::Stop);
+        self.finish.get_or_insert(FinishReason::Stop);
         Ok(true)
     }
 
-    /// The completion text cut before a matched stop string, once one matched.
-    pub fn text_before_stop(&self) -> Option<&str> {
-        self.stop_text.cut_text()
+    /// The completion text so far (cut before a matched stop string); empty when the decoder
+    /// runs without a tokenizer.
+    pub fn text(&self) -> &str {
+        self.text.text()
     }
 
     /// Ends the sequence early (a stop string matched, or the caller cancelled it).

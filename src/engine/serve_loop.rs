@@ -31,7 +31,6 @@ struct Active {
 /// The engine thread's state: the decoder (model + KV cache) and the requests it serves.
 pub(crate) struct Engine<'m> {
     decoder: BlockDecoder<'m>,
-    tokenizer: &'m TextTokenizer,
     special: SpecialIds,
     waiting: VecDeque<EngineRequest>,
     active: Vec<Active>,
@@ -63,7 +62,6 @@ impl<'m> Engine<'m> {
         metrics.kv_slots_total.set(limits.max_batch_size as i64);
         Self {
             decoder,
-            tokenizer,
             special,
             waiting: VecDeque::new(),
             active: Vec::new(),
@@ -215,7 +213,6 @@ impl<'m> Engine<'m> {
         if committed.is_empty() {
             return;
         }
-        let tokenizer = self.tokenizer;
         let metrics = &self.metrics;
         let a = &mut self.active[index];
         let now = Instant::now();
@@ -232,15 +229,10 @@ impl<'m> Engine<'m> {
         metrics
             .generated_tokens_total
             .inc_by(committed.len() as u64);
-        if let Err(e) = a.text.push(tokenizer, committed) {
-            a.seq.finish_now(FinishReason::Stop);
-            let _ = a.events.send(EngineEvent::Error(e.to_string()));
-            return;
-        }
         let text = if a.seq.finish_reason().is_some() {
             String::new() // the final delta goes out with `Done`
         } else {
-            a.text.ready()
+            a.text.ready(a.seq.text())
         };
         let _ = a.events.send(EngineEvent::Block {
             text,
@@ -286,7 +278,7 @@ impl<'m> Engine<'m> {
                 .observe(f64::from(forwards) / f64::from(a.blocks.max(1)));
             let done = Completion {
                 finish_reason: reason,
-                text: a.text.finish(a.seq.text_before_stop()),
+                text: a.text.finish(a.seq.text()),
                 prompt_tokens: a.seq.prompt_len(),
                 completion_tokens: tokens,
                 forwards,

@@ -20,17 +20,18 @@ pub fn find_stop(text: &str, stops: &[String]) -> Option<usize> {
         .min()
 }
 
-/// Watches one sequence's text for its stop strings.
+/// One sequence's completion text: committed blocks are detokenised once, incrementally, and
+/// searched for the stop strings (only where a new match can start).
 #[derive(Debug, Clone, Default)]
-pub struct StopStringMatcher {
+pub struct CompletionText {
     stops: Vec<String>,
     decoder: IncrementalDecoder,
     text: String,
     cut: Option<usize>,
 }
 
-impl StopStringMatcher {
-    /// A matcher for `stops` (an empty list never matches and never detokenises).
+impl CompletionText {
+    /// Text that stops at the first of `stops` (an empty list never stops).
     pub fn new(stops: &[String]) -> Self {
         Self {
             stops: stops.to_vec(),
@@ -40,16 +41,46 @@ impl StopStringMatcher {
 
     /// Feeds newly committed tokens; `true` when a stop string has just matched.
     pub fn push(&mut self, tokenizer: &TextTokenizer, ids: &[i64]) -> Result<bool, ModelError> {
-        if self.stops.is_empty() || self.cut.is_some() {
+        if self.cut.is_some() {
             return Ok(false);
         }
+        let longest = self.stops.iter().map(String::len).max().unwrap_or(0);
+        let mut from = self.text.len().saturating_sub(longest.saturating_sub(1));
+        while !self.text.is_char_boundary(from) {
+            from -= 1;
+        }
         self.text.push_str(&self.decoder.push(tokenizer, ids)?);
-        self.cut = find_stop(&self.text, &self.stops);
+        self.cut = find_stop(&self.text[from..], &self.stops).map(|at| from + at);
         Ok(self.cut.is_some())
     }
 
-    /// The text before the match, once a stop string matched.
-    pub fn cut_text(&self) -> Option<&str> {
-        self.cut.map(|c| &self.text[..c])
+    /// The text so far, cut before a matched stop string.
+    pub fn text(&self) -> &str {
+        &self.text[..self.cut.unwrap_or(self.text.len())]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::char_tokenizer::{char_vocab_size, write_char_tokenizer};
+    use crate::model::SdarConfig;
+
+    #[test]
+    fn finds_a_stop_string_spanning_blocks_and_cuts_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        write_char_tokenizer(dir.path()).unwrap();
+        let tok =
+            TextTokenizer::from_dir(dir.path(), &SdarConfig::tiny(char_vocab_size())).unwrap();
+        let mut text = CompletionText::new(&["<end>".into()]);
+        assert!(!text.push(&tok, &tok.encode("12;<e").unwrap()).unwrap());
+        assert_eq!(text.text(), "12;<e");
+        assert!(text.push(&tok, &tok.encode("nd>x").unwrap()).unwrap());
+        assert_eq!(text.text(), "12;");
+        assert!(!text.push(&tok, &tok.encode("more").unwrap()).unwrap());
+        assert_eq!(text.text(), "12;", "nothing is added after a match");
+        let mut plain = CompletionText::new(&[]);
+        plain.push(&tok, &tok.encode("a+b").unwrap()).unwrap();
+        assert_eq!(plain.text(), "a+b");
     }
 }
