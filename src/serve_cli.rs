@@ -51,11 +51,13 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
         slot_capacity: max_total + 64,
     };
     let load_dir = dir.clone();
+    let engine_tokenizer = tokenizer.clone();
     let engine = spawn(
         move || {
-            let loaded = checkpoint::load(&load_dir, device, kind)?;
-            let tokenizer = TextTokenizer::from_dir(&load_dir, &loaded.config)?;
-            Ok((loaded.model, tokenizer))
+            Ok((
+                checkpoint::load(&load_dir, device, kind)?.model,
+                engine_tokenizer,
+            ))
         },
         runner_limits,
         metrics.clone(),

@@ -13,7 +13,7 @@ use crate::train::config::TrainConfig;
 use crate::train::eval::{evaluate, format_table, max_completion_tokens};
 use crate::train::plot::{accuracy_vs_steps, Series};
 use crate::train::task::{
-    check, test_set, ArithConfig, Problem, ProblemRecord, ProblemStream, Split,
+    test_set, ArithConfig, Problem, ProblemRecord, ProblemStream, Score, Split,
 };
 use crate::train::trainer::{train, TrainOptions};
 
@@ -113,14 +113,14 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
     for &steps in &args.steps {
         let params = eval_params(args, steps, max_completion_tokens(&task));
         params.validate().map_err(anyhow::Error::msg)?;
-        let (row, texts) = evaluate(
+        let (row, scored) = evaluate(
             &loaded.model,
             &tokenizer,
             &problems,
             &params,
             args.batch_size,
         )?;
-        dump.push_str(&dump_lines(steps, &problems, &texts));
+        dump.push_str(&dump_lines(steps, &problems, &scored));
         eprintln!(
             "[t3d] S={steps}: accuracy {:.1}% in {:.1} s",
             100.0 * row.answer_accuracy,
@@ -201,10 +201,9 @@ pub fn run_dataset(args: &DatasetArgs) -> anyhow::Result<()> {
 }
 
 /// JSONL lines of one setting's completions with their scores.
-fn dump_lines(steps: usize, problems: &[Problem], texts: &[String]) -> String {
+fn dump_lines(steps: usize, problems: &[Problem], scored: &[(String, Score)]) -> String {
     let mut out = String::new();
-    for (problem, text) in problems.iter().zip(texts) {
-        let score = check(problem, text);
+    for (problem, (text, score)) in problems.iter().zip(scored) {
         let line = serde_json::json!({"steps_per_block": steps, "question": problem.question(),
             "answer": problem.answer(), "completion": text, "answer_correct": score.answer_correct,
             "trace_valid": score.trace_valid});

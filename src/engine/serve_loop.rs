@@ -184,13 +184,17 @@ impl<'m> Engine<'m> {
         let span = tracing::debug_span!("engine_step", sequences = members.len());
         let _enter = span.enter();
         let started = Instant::now();
+        let mut selected = vec![false; self.active.len()];
+        for &i in members {
+            selected[i] = true;
+        }
         let result = {
             let mut group: Vec<&mut Sequence> = self
                 .active
                 .iter_mut()
-                .enumerate()
-                .filter(|(i, _)| members.contains(i))
-                .map(|(_, a)| &mut a.seq)
+                .zip(&selected)
+                .filter(|(_, &chosen)| chosen)
+                .map(|(a, _)| &mut a.seq)
                 .collect();
             self.decoder.step(&mut group)
         };

@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::data::prompt_ids;
-use super::task::{check, ArithConfig, Problem};
+use super::task::{check, ArithConfig, Problem, Score};
 use crate::engine::{generate, GenerationParams, SpecialIds};
 use crate::model::{Sdar, TextTokenizer};
 
@@ -41,14 +41,14 @@ pub fn max_completion_tokens(task: &ArithConfig) -> usize {
 }
 
 /// Decodes `problems` with `params` (batched by `batch_size`) and scores them; also returns
-/// the completions.
+/// every completion with its score.
 pub fn evaluate(
     model: &Sdar,
     tokenizer: &TextTokenizer,
     problems: &[Problem],
     params: &GenerationParams,
     batch_size: usize,
-) -> anyhow::Result<(EvalRow, Vec<String>)> {
+) -> anyhow::Result<(EvalRow, Vec<(String, Score)>)> {
     let requests = problems
         .iter()
         .map(|p| Ok((prompt_ids(tokenizer, p)?, params.clone())))
@@ -61,12 +61,14 @@ pub fn evaluate(
     let (outputs, _) = generate(model, special, Some(tokenizer), &requests, batch_size)?;
     let seconds = start.elapsed().as_secs_f64();
     let (mut correct, mut valid, mut tokens, mut forwards) = (0usize, 0usize, 0usize, 0u64);
-    for (problem, out) in problems.iter().zip(&outputs) {
+    let mut scored = Vec::with_capacity(outputs.len());
+    for (problem, out) in problems.iter().zip(outputs) {
         let score = check(problem, &out.text);
         correct += usize::from(score.answer_correct);
         valid += usize::from(score.trace_valid);
         tokens += out.tokens.len();
         forwards += u64::from(out.forwards);
+        scored.push((out.text, score));
     }
     let n = problems.len().max(1) as f64;
     let row = EvalRow {
@@ -79,7 +81,7 @@ pub fn evaluate(
         tokens_per_second: tokens as f64 / seconds,
         seconds,
     };
-    Ok((row, outputs.into_iter().map(|o| o.text).collect()))
+    Ok((row, scored))
 }
 
 /// The results as a Markdown table.
