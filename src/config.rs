@@ -31,6 +31,10 @@ pub enum Command {
     Eval(EvalArgs),
     /// Write problems of a bundled task's split as JSONL (question, operands, answer, trace).
     Dataset(DatasetArgs),
+    /// Roll out a teacher on training prompts, recording each token's decode step (JSONL).
+    Rollout(RolloutArgs),
+    /// T3D trajectory self-distillation of a teacher into a few-step student (resumable).
+    Distill(DistillArgs),
     /// Serve the OpenAI-compatible HTTP API (completions, chat, SSE, metrics).
     Serve(ServeArgs),
 }
@@ -284,6 +288,75 @@ pub struct DatasetArgs {
     /// Output JSONL file.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// Where rollout prompts come from (shared by `rollout` and `distill`).
+#[derive(Debug, Clone, Args)]
+pub struct PromptArgs {
+    /// Teacher checkpoint (default: the bundled `models/arith-teacher`).
+    #[arg(long, env = "T3D_TEACHER")]
+    pub teacher: Option<PathBuf>,
+    /// JSONL prompt file, one `{"question": …}` per line (e.g. `t3d dataset --split train`).
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Without `--prompts`: this many problems from the teacher task's training split.
+    #[arg(long, default_value_t = 8192)]
+    pub num_prompts: usize,
+    /// Seed of the training-split problems drawn without `--prompts`.
+    #[arg(long, default_value_t = 1)]
+    pub prompt_seed: u64,
+    /// JSON distillation config (fields default when absent); see `configs/distill.json`.
+    #[arg(long, env = "T3D_DISTILL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Override any config field by its dotted path, e.g. `--set beta=0.2 --set rollout.temperature=0`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub device: DeviceArgs,
+}
+
+/// `t3d rollout`.
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub source: PromptArgs,
+    /// Output trajectory JSONL.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `t3d distill`.
+#[derive(Debug, Args)]
+pub struct DistillArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub source: PromptArgs,
+    /// Train on these trajectories (from `t3d rollout`) instead of rolling out again.
+    #[arg(long)]
+    pub trajectories: Option<PathBuf>,
+    /// The loss (overrides the config's `objective`).
+    #[arg(long, value_enum)]
+    pub objective: Option<crate::train::distill_config::Objective>,
+    /// Override the config's number of optimizer steps.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Student directory (Hugging Face layout, with eval.json/eval.md), replaced atomically.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Trajectories, checkpoints and the JSONL log (default: `runs/<name of --out>`).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Continue from the newest checkpoint (and the trajectories) in the run directory.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this many optimizer steps in total, keeping a checkpoint to `--resume` from.
+    #[arg(long)]
+    pub stop_after: Option<u64>,
+    /// Write the run report (JSON: training and evaluation) here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
 }
 
 /// `t3d serve`.

@@ -5,13 +5,14 @@
 //! - [`engine`]: sequence state, denoising policy, sampler, KV cache, the batched block decoder.
 //! - [`server`]: the OpenAI-compatible HTTP API over the engine thread.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`train`]: the bundled task, the block-diffusion trainer, evaluation.
+//! - [`train`]: the bundled task, the block-diffusion trainer, evaluation, T3D distillation.
 //! - [`bench`]: engine-only throughput measurements (`t3d bench`).
 //! - [`config`]: the command-line arguments of every subcommand.
 
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod distill_cli;
 pub mod engine;
 pub mod metrics;
 pub mod model;

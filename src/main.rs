@@ -24,6 +24,8 @@ fn main() {
         Command::Train(args) => t3d::train_cli::run_train(args),
         Command::Eval(args) => t3d::train_cli::run_eval(args),
         Command::Dataset(args) => t3d::train_cli::run_dataset(args),
+        Command::Rollout(args) => t3d::distill_cli::run_rollout(args),
+        Command::Distill(args) => t3d::distill_cli::run_distill(args),
         Command::Serve(args) => t3d::serve_cli::run_serve(args),
     };
     if let Err(err) = result {

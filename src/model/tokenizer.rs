@@ -116,6 +116,22 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// Ids of every token that is not a special added token (what random replacements in
+    /// training noise draw from).
+    pub fn ordinary_ids(&self) -> Vec<i64> {
+        let special: std::collections::HashSet<u32> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .collect();
+        (0..self.vocab_size() as u32)
+            .filter(|id| !special.contains(id))
+            .map(i64::from)
+            .collect()
+    }
+
     /// Renders `messages` with the checkpoint's chat template.
     pub fn apply_chat_template(
         &self,

@@ -10,6 +10,7 @@ use rand::Rng;
 use tch::{Device, Tensor};
 
 use super::masks::{aligned_layout, attention_mask, noisy_start, Slot};
+use super::noise::response_blocks;
 
 /// A prompt and its response, as token ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,25 +50,21 @@ pub fn random_block_mask(
     mask_id: i64,
     rng: &mut impl Rng,
 ) -> NoisyExample {
-    let p = example.prompt.len();
-    let r = example.response.len();
     let mut noisy = example.response.clone();
     let mut loss_positions = Vec::new();
-    let mut start = 0;
-    while start < r {
-        // The first response block shares its block with the prompt's tail.
-        let end = ((p + start) / block + 1) * block - p;
-        let end = end.min(r);
-        let n = end - start;
+    for range in response_blocks(example.prompt.len(), example.response.len(), block) {
+        let n = range.len();
         let t: f64 = 1.0 - rng.random::<f64>(); // (0, 1]
         let k = ((t * n as f64).ceil() as usize).clamp(1, n);
-        let mut chosen: Vec<usize> = sample(rng, n, k).into_iter().map(|i| start + i).collect();
+        let mut chosen: Vec<usize> = sample(rng, n, k)
+            .into_iter()
+            .map(|i| range.start + i)
+            .collect();
         chosen.sort_unstable();
         for &i in &chosen {
             noisy[i] = mask_id;
         }
         loss_positions.extend(chosen);
-        start = end;
     }
     NoisyExample {
         example: example.clone(),
@@ -101,15 +98,22 @@ struct Packed {
     targets: Vec<i64>,
 }
 
+/// The row (within its sample) of the noisy copy of response token 0; response token `i` sits
+/// `i` rows further.
+pub fn noisy_response_row(prompt_len: usize, response_len: usize, block: usize) -> usize {
+    let (first_noisy, first_pos) = noisy_start(prompt_len, response_len, block);
+    first_noisy + (prompt_len - first_pos)
+}
+
 fn pack(item: &NoisyExample, block: usize) -> Packed {
     let ex = &item.example;
     let (p, r) = (ex.prompt.len(), ex.response.len());
     let (slots, positions) = aligned_layout(p, r, block);
-    let (first_noisy, first_pos) = noisy_start(p, r, block);
+    let first_pos = noisy_start(p, r, block).1;
     let clean = ex.prompt.iter().chain(&ex.response);
     let noisy_tail = ex.prompt[first_pos..].iter().chain(&item.noisy);
     let ids = clean.chain(noisy_tail).copied().collect();
-    let offset = first_noisy + (p - first_pos);
+    let offset = noisy_response_row(p, r, block);
     Packed {
         ids,
         positions,

@@ -14,9 +14,14 @@ use crate::model::{ModelError, TextTokenizer};
 
 /// The chat-templated prompt of `problem`, as token ids.
 pub fn prompt_ids(tokenizer: &TextTokenizer, problem: &Problem) -> Result<Vec<i64>, ModelError> {
+    user_prompt_ids(tokenizer, &problem.question())
+}
+
+/// The chat-templated prompt of one user message, as token ids.
+pub fn user_prompt_ids(tokenizer: &TextTokenizer, question: &str) -> Result<Vec<i64>, ModelError> {
     let msg = ChatMessage {
         role: "user".into(),
-        content: problem.question(),
+        content: question.to_string(),
     };
     tokenizer.encode(&tokenizer.apply_chat_template(&[msg], true)?)
 }

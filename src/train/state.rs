@@ -6,26 +6,29 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
 use super::config::TrainConfig;
+use super::optim::AdamW;
+use crate::model::checkpoint::{self, LoadedModel, SaveOptions};
 
 /// Trainer state file inside a checkpoint.
 pub const STATE_FILE: &str = "trainer_state.json";
 /// Optimizer moments inside a checkpoint.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
-/// What a resumed run needs besides weights and moments.
+/// What a resumed run needs besides weights and moments (`C`: the run's config type).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainerState {
+pub struct TrainerState<C = TrainConfig> {
     /// Optimizer steps taken.
     pub step: u64,
     /// The config of the run (a resume must use the same).
-    pub config: TrainConfig,
+    pub config: C,
 }
 
-impl TrainerState {
+impl<C: DeserializeOwned> TrainerState<C> {
     /// Reads `dir/trainer_state.json`.
     pub fn read(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join(STATE_FILE);
@@ -73,6 +76,42 @@ pub fn prune_checkpoints(run_dir: &Path, keep: usize) -> anyhow::Result<()> {
         std::fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Writes the checkpoint after `optimizer.step` steps (weights, tokenizer copied from
+/// `tokenizer_from`, trainer state, optimizer moments and `extra` files), atomically, keeping
+/// the newest two.
+pub fn save_checkpoint<C: Serialize>(
+    run_dir: &Path,
+    loaded: &LoadedModel,
+    optimizer: &AdamW,
+    tokenizer_from: &Path,
+    config: &C,
+    extra: Vec<(String, Vec<u8>)>,
+) -> anyhow::Result<()> {
+    let trainer_state = TrainerState {
+        step: optimizer.step,
+        config,
+    };
+    let mut extra_files = vec![
+        (
+            STATE_FILE.into(),
+            serde_json::to_vec_pretty(&trainer_state)?,
+        ),
+        (
+            OPTIMIZER_FILE.into(),
+            checkpoint::safetensors_bytes(&optimizer.state_tensors())?,
+        ),
+    ];
+    extra_files.extend(extra);
+    let opts = SaveOptions {
+        tokenizer_from: Some(tokenizer_from.to_path_buf()),
+        extra_files,
+        ..SaveOptions::default()
+    };
+    let dir = checkpoint_dir(run_dir, optimizer.step);
+    checkpoint::save(&dir, &loaded.vars, &loaded.config, &opts)?;
+    prune_checkpoints(run_dir, 2)
 }
 
 /// The trainable parameters of `vars`, sorted by name (tied weights appear once).

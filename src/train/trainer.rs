@@ -130,7 +130,7 @@ fn initial_state(
         let optimizer = AdamW::new(state::named_params(&loaded.vars), cfg.adamw);
         return Ok((loaded, optimizer, 0));
     };
-    let trainer_state = TrainerState::read(&dir)?;
+    let trainer_state: TrainerState = TrainerState::read(&dir)?;
     anyhow::ensure!(
         trainer_state.config == *cfg,
         "{}: the checkpoint was trained with a different config; resume with the same one",
@@ -201,28 +201,7 @@ fn save_checkpoint(
     tok_dir: &Path,
     run_dir: &Path,
 ) -> anyhow::Result<()> {
-    let trainer_state = TrainerState {
-        step: optimizer.step,
-        config: cfg.clone(),
-    };
-    let opts = SaveOptions {
-        tokenizer_from: Some(tok_dir.to_path_buf()),
-        extra_files: vec![
-            (
-                state::STATE_FILE.into(),
-                serde_json::to_vec_pretty(&trainer_state)?,
-            ),
-            (
-                state::OPTIMIZER_FILE.into(),
-                checkpoint::safetensors_bytes(&optimizer.state_tensors())?,
-            ),
-        ],
-        ..SaveOptions::default()
-    };
-    let dir = state::checkpoint_dir(run_dir, optimizer.step);
-    checkpoint::save(&dir, &loaded.vars, &loaded.config, &opts)?;
-    state::prune_checkpoints(run_dir, 2)?;
-    Ok(())
+    state::save_checkpoint(run_dir, loaded, optimizer, tok_dir, cfg, Vec::new())
 }
 
 /// Logging, timing and the progress bar of one invocation.

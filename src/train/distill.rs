@@ -1,0 +1,380 @@
+//! The T3D trajectory self-distillation trainer behind `t3d distill` (spec §5).
+//!
+//! The student starts as a copy of the teacher; a frozen reference (also the teacher at first)
+//! scores the same noisy batch. Per micro-batch: one reference forward (no grad) and one student
+//! forward, log-softmax in f32 at the loss rows only (spec bug §8.11). The reference becomes a
+//! copy of the student every `round_interval` optimizer steps (self-play rounds). Optimisation,
+//! accumulation, clipping and atomic resumable checkpoints are those of the base trainer; the
+//! reference weights travel in each checkpoint so a resumed run continues its round exactly.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use super::ddo::{ddo_loss, fake_tokens, sequence_log_likelihood, weighted_nll};
+use super::distill_batch::{collate_distill, DistillBatch, DistillData};
+use super::distill_config::{DistillConfig, Objective};
+use super::distill_log::{Metrics, RunLog};
+use super::optim::AdamW;
+use super::rollout::Trajectory;
+use super::state::{self, TrainerState};
+use crate::model::checkpoint::{self, LoadedModel, SaveOptions};
+use crate::model::qwen3::ForwardInput;
+use crate::model::{Sdar, SdarConfig, TextTokenizer};
+
+/// Reference weights inside a distillation checkpoint.
+pub const REFERENCE_FILE: &str = "reference.safetensors";
+
+/// Where a distillation run reads and writes.
+#[derive(Debug, Clone)]
+pub struct DistillOptions {
+    /// The teacher checkpoint (student and first reference start from it).
+    pub teacher: PathBuf,
+    /// Checkpoints and the JSONL log.
+    pub run_dir: PathBuf,
+    /// Continue from the newest checkpoint in `run_dir`.
+    pub resume: bool,
+    /// Device to train on.
+    pub device: Device,
+    /// Draw a progress bar.
+    pub progress: bool,
+    /// Stop (with a checkpoint, without writing `out`) after this many optimizer steps.
+    pub stop_after: Option<u64>,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct DistillReport {
+    /// Optimizer steps taken in this invocation.
+    pub steps_run: u64,
+    /// Mean total loss of the last logging window.
+    pub final_loss: f64,
+    /// Wall time of the training loop.
+    pub seconds: f64,
+    /// Whether the run reached its last step (false when stopped early).
+    pub finished: bool,
+}
+
+/// The models of a run: the student with its optimizer, and the reference (when used).
+struct Models {
+    student: LoadedModel,
+    reference: Option<LoadedModel>,
+    optimizer: AdamW,
+    start: u64,
+}
+
+/// Trains the student on `trajectories`; returns the report and, when the run reached its last
+/// step, the trained student (for evaluation and [`save_student`]).
+pub fn distill(
+    cfg: &DistillConfig,
+    trajectories: &[Trajectory],
+    opts: &DistillOptions,
+) -> anyhow::Result<(DistillReport, Option<LoadedModel>)> {
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    check_trajectories(cfg, trajectories)?;
+    std::fs::create_dir_all(&opts.run_dir)
+        .with_context(|| format!("creating {}", opts.run_dir.display()))?;
+    let mut models = initial_models(cfg, opts)?;
+    let tokenizer = TextTokenizer::from_dir(&opts.teacher, &models.student.config)?;
+    let data = DistillData::new(
+        trajectories,
+        cfg,
+        tokenizer.mask_id,
+        tokenizer.eos_id,
+        tokenizer.ordinary_ids(),
+    );
+    let mut log = RunLog::open(&opts.run_dir, cfg.steps, models.start, opts.progress)?;
+    let end = opts.stop_after.map_or(cfg.steps, |n| n.min(cfg.steps));
+    for step in models.start..end {
+        let metrics = optimizer_step(cfg, &data, &mut models, step)?;
+        let lr = cfg.schedule().at(step + 1);
+        log.record(step + 1, lr, metrics, cfg.log_every)?;
+        refresh_reference(cfg, &mut models, step + 1)?;
+        if cfg.save_every > 0 && (step + 1) % cfg.save_every == 0 && step + 1 < end {
+            save_checkpoint(cfg, &models, opts)?;
+        }
+    }
+    save_checkpoint(cfg, &models, opts)?;
+    let (final_loss, seconds) = log.finish();
+    let finished = end == cfg.steps;
+    let report = DistillReport {
+        steps_run: end.saturating_sub(models.start),
+        final_loss,
+        seconds,
+        finished,
+    };
+    Ok((report, finished.then_some(models.student)))
+}
+
+/// Writes the trained student to `out` with `extra_files` (evaluation, config), atomically.
+pub fn save_student(
+    student: &LoadedModel,
+    teacher: &Path,
+    out: &Path,
+    extra_files: Vec<(String, Vec<u8>)>,
+) -> anyhow::Result<()> {
+    let opts = SaveOptions {
+        tokenizer_from: Some(teacher.to_path_buf()),
+        extra_files,
+        ..SaveOptions::default()
+    };
+    checkpoint::save(out, &student.vars, &student.config, &opts)?;
+    Ok(())
+}
+
+fn check_trajectories(cfg: &DistillConfig, trajectories: &[Trajectory]) -> anyhow::Result<()> {
+    anyhow::ensure!(!trajectories.is_empty(), "no trajectories to train on");
+    if let Some(t) = trajectories
+        .iter()
+        .find(|t| t.block_size != cfg.rollout.block_size)
+    {
+        anyhow::bail!(
+            "trajectories were rolled out with block size {}, the config says rollout.block_size = {}",
+            t.block_size,
+            cfg.rollout.block_size
+        );
+    }
+    Ok(())
+}
+
+/// The student's config: the teacher's, served by default with few steps per block.
+fn student_config(cfg: &DistillConfig, teacher: &SdarConfig) -> SdarConfig {
+    let mut config = teacher.clone();
+    config.extra.insert(
+        "t3d_steps_per_block".into(),
+        cfg.serve_steps_per_block.into(),
+    );
+    config
+        .extra
+        .insert("t3d_objective".into(), cfg.objective.as_str().into());
+    config
+}
+
+fn initial_models(cfg: &DistillConfig, opts: &DistillOptions) -> anyhow::Result<Models> {
+    let latest = if opts.resume {
+        state::latest_checkpoint(&opts.run_dir)?
+    } else {
+        None
+    };
+    let mut student = checkpoint::load(&opts.teacher, opts.device, Kind::Float)?;
+    student.config = student_config(cfg, &student.config);
+    let mut reference = if cfg.objective.uses_reference() {
+        Some(checkpoint::load(&opts.teacher, opts.device, Kind::Float)?)
+    } else {
+        None
+    };
+    let Some(dir) = latest else {
+        let optimizer = AdamW::new(state::named_params(&student.vars), cfg.adamw);
+        return Ok(Models {
+            student,
+            reference,
+            optimizer,
+            start: 0,
+        });
+    };
+    let saved: TrainerState<DistillConfig> = TrainerState::read(&dir)?;
+    anyhow::ensure!(
+        saved.config == *cfg,
+        "{}: the checkpoint was trained with a different config; resume with the same one",
+        dir.display()
+    );
+    copy_weights(&mut student, &dir.join(weights_file(&dir)?))?;
+    if let Some(reference) = reference.as_mut() {
+        copy_weights(reference, &dir.join(REFERENCE_FILE))?;
+    }
+    let mut optimizer = AdamW::new(state::named_params(&student.vars), cfg.adamw);
+    let moments = Tensor::read_safetensors(dir.join(state::OPTIMIZER_FILE))
+        .with_context(|| format!("reading the optimizer state in {}", dir.display()))?;
+    optimizer
+        .load_state(&moments, saved.step)
+        .map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "[t3d] resuming from {} (step {})",
+        dir.display(),
+        saved.step
+    );
+    Ok(Models {
+        student,
+        reference,
+        optimizer,
+        start: saved.step,
+    })
+}
+
+/// The single weights file of a checkpoint the trainer wrote.
+fn weights_file(dir: &Path) -> anyhow::Result<&'static str> {
+    anyhow::ensure!(
+        dir.join("model.safetensors").exists(),
+        "{}: no model.safetensors",
+        dir.display()
+    );
+    Ok("model.safetensors")
+}
+
+/// Loads named tensors from `path` into `model`'s variables (every variable must be present).
+fn copy_weights(model: &mut LoadedModel, path: &Path) -> anyhow::Result<()> {
+    let tensors =
+        Tensor::read_safetensors(path).with_context(|| format!("reading {}", path.display()))?;
+    let by_name: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
+    let mut vars = model.vars.variables();
+    tch::no_grad(|| -> anyhow::Result<()> {
+        for (name, var) in vars.iter_mut() {
+            let src = by_name
+                .get(name)
+                .with_context(|| format!("{}: missing tensor {name}", path.display()))?;
+            var.copy_(src);
+        }
+        Ok(())
+    })
+}
+
+fn refresh_reference(cfg: &DistillConfig, models: &mut Models, step: u64) -> anyhow::Result<()> {
+    if cfg.round_interval == 0 || step % cfg.round_interval != 0 {
+        return Ok(());
+    }
+    if let Some(reference) = models.reference.as_mut() {
+        reference
+            .vars
+            .copy(&models.student.vars)
+            .context("copying the student into the reference")?;
+    }
+    Ok(())
+}
+
+fn save_checkpoint(
+    cfg: &DistillConfig,
+    models: &Models,
+    opts: &DistillOptions,
+) -> anyhow::Result<()> {
+    let extra = match &models.reference {
+        Some(reference) => vec![(
+            REFERENCE_FILE.to_string(),
+            checkpoint::safetensors_bytes(&state::named_params(&reference.vars))?,
+        )],
+        None => Vec::new(),
+    };
+    state::save_checkpoint(
+        &opts.run_dir,
+        &models.student,
+        &models.optimizer,
+        &opts.teacher,
+        cfg,
+        extra,
+    )
+}
+
+/// Accumulates `grad_accum` micro-batches, clips and steps; returns the step's mean metrics.
+fn optimizer_step(
+    cfg: &DistillConfig,
+    data: &DistillData,
+    models: &mut Models,
+    step: u64,
+) -> anyhow::Result<Metrics> {
+    let mut metrics = Metrics::default();
+    let block = cfg.train_block_size();
+    for micro in 0..cfg.grad_accum as u64 {
+        let items = data.batch(step, micro);
+        let batch = collate_distill(&items, block, data.pad_id(), models.student.model.device());
+        let reference = models.reference.as_ref().map(|r| &r.model);
+        let (loss, m) = micro_batch_loss(cfg, &models.student.model, reference, &batch);
+        (&loss / cfg.grad_accum as f64).backward();
+        metrics.add(&m, 1.0 / cfg.grad_accum as f64);
+    }
+    models.optimizer.clip_grad_norm(cfg.max_grad_norm);
+    models.optimizer.step(cfg.schedule().at(step + 1));
+    let loss = metrics.get("loss");
+    anyhow::ensure!(loss.is_finite(), "loss became {loss} at step {}", step + 1);
+    Ok(metrics)
+}
+
+/// Log-probabilities (f32) of `model` at the flat `rows` of the batch.
+fn row_log_probs(model: &Sdar, batch: &DistillBatch, rows: &Tensor) -> Tensor {
+    let input = ForwardInput::new(&batch.ids, &batch.positions, &batch.mask);
+    let hidden = model
+        .hidden_states(&input)
+        .flatten(0, 1)
+        .index_select(0, rows);
+    model
+        .logits(&hidden)
+        .to_kind(Kind::Float)
+        .log_softmax(-1, Kind::Float)
+}
+
+/// The objective's loss on one batch, with its components for the log.
+pub fn micro_batch_loss(
+    cfg: &DistillConfig,
+    student: &Sdar,
+    reference: Option<&Sdar>,
+    batch: &DistillBatch,
+) -> (Tensor, Metrics) {
+    let mut m = Metrics::default();
+    let log_probs = row_log_probs(student, batch, &batch.rows);
+    let masked_targets = batch.targets.index_select(0, &batch.masked);
+    if cfg.objective == Objective::Sft {
+        let loss = -log_probs
+            .index_select(0, &batch.masked)
+            .gather(1, &masked_targets.unsqueeze(1), false)
+            .mean(Kind::Float);
+        m.set("loss", loss.double_value(&[]));
+        return (loss, m);
+    }
+    let path = weighted_nll(&log_probs, &batch.targets, &batch.path_weights);
+    m.set("path_loss", path.double_value(&[]));
+    let ddo =
+        match (cfg.objective, reference) {
+            (Objective::T3d | Objective::Ddo, Some(reference)) if batch.samples > 0 => Some(
+                ddo_terms(cfg, &log_probs, reference, batch, &masked_targets, &mut m),
+            ),
+            _ => None,
+        };
+    let loss = match (cfg.objective, ddo) {
+        (Objective::T3d, Some(ddo)) => ddo + &path * cfg.lambda_path,
+        (Objective::Ddo, Some(ddo)) => ddo,
+        _ => path,
+    };
+    m.set("loss", loss.double_value(&[]));
+    (loss, m)
+}
+
+/// `L_real + L_fake` (spec §5.3), recording the four mean log-likelihoods.
+fn ddo_terms(
+    cfg: &DistillConfig,
+    log_probs: &Tensor,
+    reference: &Sdar,
+    batch: &DistillBatch,
+    real: &Tensor,
+    m: &mut Metrics,
+) -> Tensor {
+    let (ref_real, ref_fake, fake) = tch::no_grad(|| {
+        let rows = batch.rows.index_select(0, &batch.masked);
+        let ref_lp = row_log_probs(reference, batch, &rows);
+        let fake = fake_tokens(&ref_lp, cfg.reference_temp);
+        let ll = |z: &Tensor| sequence_log_likelihood(&ref_lp, z, &batch.owner, batch.samples);
+        (ll(real), ll(&fake), fake)
+    });
+    let student_lp = log_probs.index_select(0, &batch.masked);
+    let ll = |z: &Tensor| sequence_log_likelihood(&student_lp, z, &batch.owner, batch.samples);
+    let (theta_real, theta_fake) = (ll(real), ll(&fake));
+    let (loss_real, loss_fake) = ddo_loss(
+        &theta_real,
+        &theta_fake,
+        &ref_real,
+        &ref_fake,
+        cfg.alpha,
+        cfg.beta,
+    );
+    let mean = |t: &Tensor| t.mean(Kind::Float).double_value(&[]);
+    m.set("loss_real", loss_real.double_value(&[]));
+    m.set("loss_fake", loss_fake.double_value(&[]));
+    m.set("ll_theta_real", mean(&theta_real));
+    m.set("ll_theta_fake", mean(&theta_fake));
+    m.set("ll_ref_real", mean(&ref_real));
+    m.set("ll_ref_fake", mean(&ref_fake));
+    m.set(
+        "fake_is_teacher",
+        mean(&fake.eq_tensor(real).to_kind(Kind::Float)),
+    );
+    loss_real + loss_fake
+}

@@ -1,0 +1,135 @@
+//! Metrics of distillation steps, the JSONL log (`RUN/distill_log.jsonl`, one line per
+//! `log_every` steps with window means) and the progress bar.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+
+/// Named scalar metrics (sums when accumulated).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics(BTreeMap<&'static str, f64>);
+
+impl Metrics {
+    /// Sets `name` to `value`.
+    pub fn set(&mut self, name: &'static str, value: f64) {
+        self.0.insert(name, value);
+    }
+
+    /// Adds `weight · other` into `self`, name by name.
+    pub fn add(&mut self, other: &Metrics, weight: f64) {
+        for (name, value) in &other.0 {
+            *self.0.entry(name).or_default() += weight * value;
+        }
+    }
+
+    /// The value of `name` (NaN when absent).
+    pub fn get(&self, name: &str) -> f64 {
+        self.0.get(name).copied().unwrap_or(f64::NAN)
+    }
+}
+
+/// The log and progress bar of one invocation.
+pub struct RunLog {
+    file: std::fs::File,
+    bar: indicatif::ProgressBar,
+    started: Instant,
+    window: Metrics,
+    window_steps: u64,
+    last_loss: f64,
+}
+
+impl RunLog {
+    /// Appends to `run_dir/distill_log.jsonl`; the bar spans `total` steps from `start`.
+    pub fn open(run_dir: &Path, total: u64, start: u64, progress: bool) -> anyhow::Result<Self> {
+        let path = run_dir.join("distill_log.jsonl");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let bar = if progress {
+            indicatif::ProgressBar::new(total)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed}<{eta} {msg}")
+                .expect("static progress template"),
+        );
+        bar.set_position(start);
+        Ok(Self {
+            file,
+            bar,
+            started: Instant::now(),
+            window: Metrics::default(),
+            window_steps: 0,
+            last_loss: f64::NAN,
+        })
+    }
+
+    /// Records step `step`'s metrics; every `every` steps writes the window means.
+    pub fn record(
+        &mut self,
+        step: u64,
+        lr: f64,
+        metrics: Metrics,
+        every: u64,
+    ) -> anyhow::Result<()> {
+        self.window.add(&metrics, 1.0);
+        self.window_steps += 1;
+        self.bar.set_position(step);
+        if step % every.max(1) != 0 {
+            return Ok(());
+        }
+        let mut means = std::mem::take(&mut self.window);
+        let n = std::mem::take(&mut self.window_steps) as f64;
+        for v in means.0.values_mut() {
+            *v /= n;
+        }
+        self.last_loss = means.get("loss");
+        let mut line = serde_json::Map::new();
+        line.insert("step".into(), step.into());
+        line.insert("lr".into(), lr.into());
+        line.insert(
+            "elapsed_s".into(),
+            self.started.elapsed().as_secs_f64().into(),
+        );
+        for (k, v) in &means.0 {
+            line.insert((*k).into(), (*v).into());
+        }
+        writeln!(self.file, "{}", serde_json::Value::Object(line))?;
+        self.bar.set_message(format!(
+            "loss {:.4} real {:.4} fake {:.4} path {:.4}",
+            self.last_loss,
+            means.get("loss_real"),
+            means.get("loss_fake"),
+            means.get("path_loss")
+        ));
+        Ok(())
+    }
+
+    /// Closes the bar; returns the last logged loss and the seconds since `open`.
+    pub fn finish(self) -> (f64, f64) {
+        self.bar.finish();
+        (self.last_loss, self.started.elapsed().as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_accumulate_with_weights_and_missing_ones_are_nan() {
+        let mut a = Metrics::default();
+        a.set("loss", 2.0);
+        let mut sum = Metrics::default();
+        sum.add(&a, 0.5);
+        sum.add(&a, 0.5);
+        assert_eq!(sum.get("loss"), 2.0);
+        assert!(sum.get("path_loss").is_nan());
+    }
+}
