@@ -35,6 +35,8 @@ pub enum Command {
     Rollout(RolloutArgs),
     /// T3D trajectory self-distillation of a teacher into a few-step student (resumable).
     Distill(DistillArgs),
+    /// Compare `eval.json` files: a Markdown table (accuracy / validity per S) and a PNG plot.
+    Compare(CompareArgs),
     /// Serve the OpenAI-compatible HTTP API (completions, chat, SSE, metrics).
     Serve(ServeArgs),
 }
@@ -300,7 +302,7 @@ pub struct PromptArgs {
     #[arg(long)]
     pub prompts: Option<PathBuf>,
     /// Without `--prompts`: this many problems from the teacher task's training split.
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = 16384)]
     pub num_prompts: usize,
     /// Seed of the training-split problems drawn without `--prompts`.
     #[arg(long, default_value_t = 1)]
@@ -357,6 +359,17 @@ pub struct DistillArgs {
     /// Write the run report (JSON: training and evaluation) here.
     #[arg(long)]
     pub report: Option<PathBuf>,
+}
+
+/// `t3d compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// `LABEL=PATH/eval.json`, one per model, in table order.
+    #[arg(long = "eval", value_name = "LABEL=FILE", required = true)]
+    pub evals: Vec<String>,
+    /// Write the PNG plot (accuracy against steps per block) here.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
 }
 
 /// `t3d serve`.

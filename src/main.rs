@@ -26,6 +26,7 @@ fn main() {
         Command::Dataset(args) => t3d::train_cli::run_dataset(args),
         Command::Rollout(args) => t3d::distill_cli::run_rollout(args),
         Command::Distill(args) => t3d::distill_cli::run_distill(args),
+        Command::Compare(args) => t3d::distill_cli::run_compare(args),
         Command::Serve(args) => t3d::serve_cli::run_serve(args),
     };
     if let Err(err) = result {

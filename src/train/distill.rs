@@ -76,6 +76,9 @@ pub fn distill(
     check_trajectories(cfg, trajectories)?;
     std::fs::create_dir_all(&opts.run_dir)
         .with_context(|| format!("creating {}", opts.run_dir.display()))?;
+    if !opts.resume {
+        start_afresh(&opts.run_dir)?;
+    }
     let mut models = initial_models(cfg, opts)?;
     let tokenizer = TextTokenizer::from_dir(&opts.teacher, &models.student.config)?;
     let data = DistillData::new(
@@ -90,7 +93,7 @@ pub fn distill(
     for step in models.start..end {
         let metrics = optimizer_step(cfg, &data, &mut models, step)?;
         let lr = cfg.schedule().at(step + 1);
-        log.record(step + 1, lr, metrics, cfg.log_every)?;
+        log.record(step + 1, lr, &metrics, cfg.log_every)?;
         refresh_reference(cfg, &mut models, step + 1)?;
         if cfg.save_every > 0 && (step + 1) % cfg.save_every == 0 && step + 1 < end {
             save_checkpoint(cfg, &models, opts)?;
@@ -121,6 +124,21 @@ pub fn save_student(
         ..SaveOptions::default()
     };
     checkpoint::save(out, &student.vars, &student.config, &opts)?;
+    Ok(())
+}
+
+/// A run that does not resume drops the checkpoints and log of an earlier one in its directory
+/// (its trajectories stay: only `--resume` reuses them).
+fn start_afresh(run_dir: &Path) -> anyhow::Result<()> {
+    let checkpoints = run_dir.join("checkpoints");
+    if checkpoints.exists() {
+        std::fs::remove_dir_all(&checkpoints)
+            .with_context(|| format!("removing {}", checkpoints.display()))?;
+    }
+    let log = run_dir.join(super::distill_log::LOG_FILE);
+    if log.exists() {
+        std::fs::remove_file(&log).with_context(|| format!("removing {}", log.display()))?;
+    }
     Ok(())
 }
 

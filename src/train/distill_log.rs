@@ -8,6 +8,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+/// The log's file name inside the run directory.
+pub const LOG_FILE: &str = "distill_log.jsonl";
+
 /// Named scalar metrics (sums when accumulated).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Metrics(BTreeMap<&'static str, f64>);
@@ -44,7 +47,7 @@ pub struct RunLog {
 impl RunLog {
     /// Appends to `run_dir/distill_log.jsonl`; the bar spans `total` steps from `start`.
     pub fn open(run_dir: &Path, total: u64, start: u64, progress: bool) -> anyhow::Result<Self> {
-        let path = run_dir.join("distill_log.jsonl");
+        let path = run_dir.join(LOG_FILE);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -75,10 +78,10 @@ impl RunLog {
         &mut self,
         step: u64,
         lr: f64,
-        metrics: Metrics,
+        metrics: &Metrics,
         every: u64,
     ) -> anyhow::Result<()> {
-        self.window.add(&metrics, 1.0);
+        self.window.add(metrics, 1.0);
         self.window_steps += 1;
         self.bar.set_position(step);
         if step % every.max(1) != 0 {

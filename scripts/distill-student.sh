@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The reproduction of docs/results.md on CPU: T3D-distils the committed teacher into
+# models/arith-student (rollout of 16384 training prompts + 2000 steps + eval, timed), then
+# trains the sft, td and ddo baselines with the same config, trajectories and budget, and
+# writes the comparison table and plot. Logs: runs/distill-*.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release
+bin=./target/release/t3d
+mkdir -p runs/students docs
+timed() { local name=$1; shift; /usr/bin/time -f "%e" -o "runs/$name.wall" "$@" > "runs/distill-$name.log" 2>&1; }
+timed t3d $bin distill --config configs/distill.json --objective t3d \
+  --out models/arith-student --run-dir runs/arith-student --report runs/t3d.report.json
+cp runs/arith-student/distill_log.jsonl models/arith-student/distill_log.jsonl
+for objective in ${BASELINES:-sft td ddo}; do
+  timed "$objective" $bin distill --config configs/distill.json --objective "$objective" \
+    --trajectories runs/arith-student/trajectories.jsonl \
+    --out "runs/students/$objective" --run-dir "runs/distill-$objective" --report "runs/$objective.report.json"
+done
+evals=(--eval "teacher=models/arith-teacher/eval.json")
+for objective in sft td ddo; do
+  [[ -f "runs/students/$objective/eval.json" ]] && evals+=(--eval "$objective=runs/students/$objective/eval.json")
+done
+evals+=(--eval "t3d=models/arith-student/eval.json")
+$bin compare "${evals[@]}" --plot docs/results.png | tee runs/results-table.md
+for name in t3d sft td ddo; do [[ -f "runs/$name.wall" ]] && echo "$name: $(cat "runs/$name.wall") s wall"; done
