@@ -77,7 +77,7 @@ pub fn distill(
     std::fs::create_dir_all(&opts.run_dir)
         .with_context(|| format!("creating {}", opts.run_dir.display()))?;
     if !opts.resume {
-        start_afresh(&opts.run_dir)?;
+        state::clear_run(&opts.run_dir, &[super::distill_log::LOG_FILE])?;
     }
     let mut models = initial_models(cfg, opts)?;
     let tokenizer = TextTokenizer::from_dir(&opts.teacher, &models.student.config)?;
@@ -127,21 +127,6 @@ pub fn save_student(
     Ok(())
 }
 
-/// A run that does not resume drops the checkpoints and log of an earlier one in its directory
-/// (its trajectories stay: only `--resume` reuses them).
-fn start_afresh(run_dir: &Path) -> anyhow::Result<()> {
-    let checkpoints = run_dir.join("checkpoints");
-    if checkpoints.exists() {
-        std::fs::remove_dir_all(&checkpoints)
-            .with_context(|| format!("removing {}", checkpoints.display()))?;
-    }
-    let log = run_dir.join(super::distill_log::LOG_FILE);
-    if log.exists() {
-        std::fs::remove_file(&log).with_context(|| format!("removing {}", log.display()))?;
-    }
-    Ok(())
-}
-
 fn check_trajectories(cfg: &DistillConfig, trajectories: &[Trajectory]) -> anyhow::Result<()> {
     anyhow::ensure!(!trajectories.is_empty(), "no trajectories to train on");
     if let Some(t) = trajectories
@@ -178,7 +163,7 @@ fn initial_models(cfg: &DistillConfig, opts: &DistillOptions) -> anyhow::Result<
     };
     let mut student = checkpoint::load(&opts.teacher, opts.device, Kind::Float)?;
     student.config = student_config(cfg, &student.config);
-    let mut reference = if cfg.objective.uses_reference() {
+    let reference = if cfg.objective.uses_reference() {
         Some(checkpoint::load(&opts.teacher, opts.device, Kind::Float)?)
     } else {
         None
@@ -198,9 +183,9 @@ fn initial_models(cfg: &DistillConfig, opts: &DistillOptions) -> anyhow::Result<
         "{}: the checkpoint was trained with a different config; resume with the same one",
         dir.display()
     );
-    copy_weights(&mut student, &dir.join(weights_file(&dir)?))?;
-    if let Some(reference) = reference.as_mut() {
-        copy_weights(reference, &dir.join(REFERENCE_FILE))?;
+    state::load_weights_into(&student.vars, &dir.join("model.safetensors"))?;
+    if let Some(reference) = reference.as_ref() {
+        state::load_weights_into(&reference.vars, &dir.join(REFERENCE_FILE))?;
     }
     let mut optimizer = AdamW::new(state::named_params(&student.vars), cfg.adamw);
     let moments = Tensor::read_safetensors(dir.join(state::OPTIMIZER_FILE))
@@ -218,33 +203,6 @@ fn initial_models(cfg: &DistillConfig, opts: &DistillOptions) -> anyhow::Result<
         reference,
         optimizer,
         start: saved.step,
-    })
-}
-
-/// The single weights file of a checkpoint the trainer wrote.
-fn weights_file(dir: &Path) -> anyhow::Result<&'static str> {
-    anyhow::ensure!(
-        dir.join("model.safetensors").exists(),
-        "{}: no model.safetensors",
-        dir.display()
-    );
-    Ok("model.safetensors")
-}
-
-/// Loads named tensors from `path` into `model`'s variables (every variable must be present).
-fn copy_weights(model: &mut LoadedModel, path: &Path) -> anyhow::Result<()> {
-    let tensors =
-        Tensor::read_safetensors(path).with_context(|| format!("reading {}", path.display()))?;
-    let by_name: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
-    let mut vars = model.vars.variables();
-    tch::no_grad(|| -> anyhow::Result<()> {
-        for (name, var) in vars.iter_mut() {
-            let src = by_name
-                .get(name)
-                .with_context(|| format!("{}: missing tensor {name}", path.display()))?;
-            var.copy_(src);
-        }
-        Ok(())
     })
 }
 

@@ -114,6 +114,39 @@ pub fn save_checkpoint<C: Serialize>(
     prune_checkpoints(run_dir, 2)
 }
 
+/// Loads the named tensors of a safetensors file into `vars` (every variable must be present).
+pub fn load_weights_into(vars: &nn::VarStore, path: &Path) -> anyhow::Result<()> {
+    let tensors =
+        Tensor::read_safetensors(path).with_context(|| format!("reading {}", path.display()))?;
+    let by_name: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
+    tch::no_grad(|| {
+        for (name, mut var) in vars.variables() {
+            let src = by_name
+                .get(&name)
+                .with_context(|| format!("{}: missing tensor {name}", path.display()))?;
+            var.copy_(src);
+        }
+        Ok(())
+    })
+}
+
+/// Starts a run directory afresh: drops its checkpoints and the named log files (other files,
+/// such as rolled-out trajectories, stay).
+pub fn clear_run(run_dir: &Path, logs: &[&str]) -> anyhow::Result<()> {
+    let checkpoints = run_dir.join("checkpoints");
+    if checkpoints.exists() {
+        std::fs::remove_dir_all(&checkpoints)
+            .with_context(|| format!("removing {}", checkpoints.display()))?;
+    }
+    for log in logs {
+        let path = run_dir.join(log);
+        if path.exists() {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// The trainable parameters of `vars`, sorted by name (tied weights appear once).
 pub fn named_params(vars: &nn::VarStore) -> Vec<(String, Tensor)> {
     let mut named: Vec<(String, Tensor)> = vars.variables().into_iter().collect();
