@@ -202,6 +202,23 @@ pub struct TrainArgs {
     /// JSON training config (fields default when absent); see `configs/`.
     #[arg(long, env = "T3D_TRAIN_CONFIG")]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub run: RunArgs,
+    /// Override the config's number of optimizer steps.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Start from this model's weights (a second training stage with a fresh optimizer).
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub device: DeviceArgs,
+}
+
+/// Where a training run writes, and how it stops and resumes (`train` and `distill`).
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
     /// Final model directory (Hugging Face layout), replaced atomically at the end.
     #[arg(long)]
     pub out: PathBuf,
@@ -211,21 +228,25 @@ pub struct TrainArgs {
     /// Continue from the newest checkpoint in the run directory.
     #[arg(long)]
     pub resume: bool,
-    /// Override the config's number of optimizer steps.
-    #[arg(long)]
-    pub steps: Option<u64>,
-    /// Start from this model's weights (a second training stage with a fresh optimizer).
-    #[arg(long)]
-    pub init_from: Option<PathBuf>,
     /// Stop after this many optimizer steps in total, keeping a checkpoint to `--resume` from.
     #[arg(long)]
     pub stop_after: Option<u64>,
-    /// Write the training report (JSON) here.
+    /// Write the run report (JSON) here.
     #[arg(long)]
     pub report: Option<PathBuf>,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub device: DeviceArgs,
+}
+
+impl RunArgs {
+    /// `--run-dir`, else `runs/<name of --out>`.
+    pub fn run_dir(&self) -> PathBuf {
+        self.run_dir.clone().unwrap_or_else(|| {
+            let name = self
+                .out
+                .file_name()
+                .map_or("model".into(), |n| n.to_os_string());
+            PathBuf::from("runs").join(name)
+        })
+    }
 }
 
 /// `t3d eval`.
@@ -344,21 +365,10 @@ pub struct DistillArgs {
     /// Override the config's number of optimizer steps.
     #[arg(long)]
     pub steps: Option<u64>,
-    /// Student directory (Hugging Face layout, with eval.json/eval.md), replaced atomically.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Trajectories, checkpoints and the JSONL log (default: `runs/<name of --out>`).
-    #[arg(long)]
-    pub run_dir: Option<PathBuf>,
-    /// Continue from the newest checkpoint (and the trajectories) in the run directory.
-    #[arg(long)]
-    pub resume: bool,
-    /// Stop after this many optimizer steps in total, keeping a checkpoint to `--resume` from.
-    #[arg(long)]
-    pub stop_after: Option<u64>,
-    /// Write the run report (JSON: training and evaluation) here.
-    #[arg(long)]
-    pub report: Option<PathBuf>,
+    /// The student directory gets `eval.json`, `eval.md` and `distill_config.json` too.
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub run: RunArgs,
 }
 
 /// `t3d compare`.

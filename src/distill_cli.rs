@@ -129,23 +129,17 @@ pub fn run_distill(args: &DistillArgs) -> anyhow::Result<()> {
         cfg.steps = steps;
     }
     cfg.validate().map_err(anyhow::Error::msg)?;
-    let run_dir = args.run_dir.clone().unwrap_or_else(|| {
-        let name = args
-            .out
-            .file_name()
-            .map_or("student".into(), |n| n.to_os_string());
-        PathBuf::from("runs").join(name)
-    });
+    let run_dir = args.run.run_dir();
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let (teacher, device) = load_teacher(&args.source)?;
     let trajectories = trajectories_for(args, &cfg, &teacher, &run_dir)?;
     let opts = DistillOptions {
         teacher: teacher.dir.clone(),
         run_dir,
-        resume: args.resume,
+        resume: args.run.resume,
         device,
         progress: true,
-        stop_after: args.stop_after,
+        stop_after: args.run.stop_after,
     };
     let (report, student) = distill(&cfg, &trajectories, &opts)?;
     eprintln!(
@@ -157,7 +151,7 @@ pub fn run_distill(args: &DistillArgs) -> anyhow::Result<()> {
     );
     let Some(student) = student else {
         eprintln!("[t3d] stopped early; continue with --resume");
-        return write_report(args.report.as_deref(), &report, &[]);
+        return write_report(args.run.report.as_deref(), &report, &[]);
     };
     let rows = evaluate_student(&cfg, &student, &teacher)?;
     print!("{}", format_table(&rows));
@@ -172,9 +166,9 @@ pub fn run_distill(args: &DistillArgs) -> anyhow::Result<()> {
             serde_json::to_vec_pretty(&cfg)?,
         ),
     ];
-    save_student(&student, &teacher.dir, &args.out, files)?;
-    eprintln!("[t3d] wrote the student to {}", args.out.display());
-    write_report(args.report.as_deref(), &report, &rows)
+    save_student(&student, &teacher.dir, &args.run.out, files)?;
+    eprintln!("[t3d] wrote the student to {}", args.run.out.display());
+    write_report(args.run.report.as_deref(), &report, &rows)
 }
 
 /// `--trajectories`, else the run directory's from an earlier invocation when resuming, else a
@@ -190,7 +184,7 @@ fn trajectories_for(
         return read_trajectories(path, vocab);
     }
     let saved = run_dir.join("trajectories.jsonl");
-    if args.resume && saved.exists() {
+    if args.run.resume && saved.exists() {
         return read_trajectories(&saved, vocab);
     }
     let trajectories = roll_out(&args.source, cfg, teacher)?;

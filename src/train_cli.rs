@@ -36,20 +36,13 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     if let Some(steps) = args.steps {
         cfg.steps = steps;
     }
-    let run_dir = args.run_dir.clone().unwrap_or_else(|| {
-        let name = args
-            .out
-            .file_name()
-            .map_or("model".into(), |n| n.to_os_string());
-        PathBuf::from("runs").join(name)
-    });
     let opts = TrainOptions {
-        out: args.out.clone(),
-        run_dir,
-        resume: args.resume,
+        out: args.run.out.clone(),
+        run_dir: args.run.run_dir(),
+        resume: args.run.resume,
         device,
         progress: true,
-        stop_after: args.stop_after,
+        stop_after: args.run.stop_after,
         init_from: args.init_from.clone(),
     };
     let report = train(&cfg, &opts)?;
@@ -59,9 +52,9 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         report.seconds,
         report.final_loss,
         report.parameters,
-        args.out.display()
+        args.run.out.display()
     );
-    if let Some(path) = &args.report {
+    if let Some(path) = &args.run.report {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }

@@ -194,19 +194,27 @@ pub fn read_questions(path: &Path) -> anyhow::Result<Vec<String>> {
     struct Line {
         question: String,
     }
+    read_jsonl(path, |line, where_| {
+        let parsed: Line = serde_json::from_str(line)
+            .with_context(|| format!("{where_}: expected {{\"question\": …}}"))?;
+        Ok(parsed.question)
+    })
+}
+
+/// Parses every non-empty line of a JSONL file with `parse(line, "file:line")`; at least one.
+fn read_jsonl<T>(
+    path: &Path,
+    mut parse: impl FnMut(&str, &str) -> anyhow::Result<T>,
+) -> anyhow::Result<Vec<T>> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut out = Vec::new();
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line.with_context(|| format!("reading {}", path.display()))?;
-        if line.trim().is_empty() {
-            continue;
+        if !line.trim().is_empty() {
+            out.push(parse(&line, &format!("{}:{}", path.display(), n + 1))?);
         }
-        let parsed: Line = serde_json::from_str(&line).with_context(|| {
-            format!("{}:{}: expected {{\"question\": …}}", path.display(), n + 1)
-        })?;
-        out.push(parsed.question);
     }
-    anyhow::ensure!(!out.is_empty(), "{}: no prompts", path.display());
+    anyhow::ensure!(!out.is_empty(), "{}: no records", path.display());
     Ok(out)
 }
 
@@ -228,19 +236,10 @@ pub fn write_trajectories(path: &Path, trajectories: &[Trajectory]) -> anyhow::R
 
 /// Reads and validates a trajectory file (`vocab` bounds the token ids).
 pub fn read_trajectories(path: &Path, vocab: i64) -> anyhow::Result<Vec<Trajectory>> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut out = Vec::new();
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let where_ = || format!("{}:{}", path.display(), n + 1);
-        let t: Trajectory = serde_json::from_str(&line).with_context(where_)?;
+    read_jsonl(path, |line, where_| {
+        let t: Trajectory = serde_json::from_str(line).with_context(|| where_.to_string())?;
         t.validate(vocab)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", where_()))?;
-        out.push(t);
-    }
-    anyhow::ensure!(!out.is_empty(), "{}: no trajectories", path.display());
-    Ok(out)
+            .map_err(|e| anyhow::anyhow!("{where_}: {e}"))?;
+        Ok(t)
+    })
 }

@@ -231,16 +231,7 @@ impl Run {
             .append(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        let bar = if opts.progress {
-            indicatif::ProgressBar::new(cfg.steps)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed}<{eta} {msg}")
-                .expect("static progress template"),
-        );
-        bar.set_position(start);
+        let bar = super::distill_log::progress_bar(cfg.steps, start, opts.progress);
         Ok(Self {
             log,
             bar,
