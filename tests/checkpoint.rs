@@ -153,9 +153,8 @@ fn a_failed_save_leaves_the_previous_checkpoint_intact() {
 
 /// A var store holding `model`'s parameters without the unsavable extra entry.
 fn bad_free(model: &checkpoint::LoadedModel) -> tch::nn::VarStore {
-    let vs = tch::nn::VarStore::new(Device::Cpu);
-    let _ = Sdar::new(&vs.root(), &model.config);
-    let mut vs = vs;
+    // Built through `random` so its draws hold the model-construction lock.
+    let mut vs = checkpoint::random(&model.config, Device::Cpu, Kind::Float, 0).vars;
     vs.copy(&model.vars).unwrap();
     vs
 }

@@ -32,14 +32,19 @@ pub struct LoadedModel {
     pub config: SdarConfig,
 }
 
+/// libtorch's generator is process-global and building a model draws its initial weights from
+/// it (even when a checkpoint then overwrites them): every model construction holds this lock,
+/// so a seeded build never interleaves with another thread's draws.
+static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn init_lock() -> std::sync::MutexGuard<'static, ()> {
+    INIT.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Builds a randomly initialised model (seeded) of the given shape.
 pub fn random(config: &SdarConfig, device: Device, kind: Kind, seed: i64) -> LoadedModel {
-    // libtorch's generator is process-global: hold a lock from seeding to the last draw so
-    // concurrent callers cannot interleave and the same seed always gives the same weights.
-    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _lock = INIT
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _lock = init_lock();
     tch::manual_seed(seed);
     let mut vars = nn::VarStore::new(device);
     vars.set_kind(kind); // parameters are created directly in `kind`
@@ -56,7 +61,10 @@ pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<LoadedModel, Model
     let config = SdarConfig::from_file(&dir.join("config.json"))?;
     let mut vars = nn::VarStore::new(device);
     vars.set_kind(kind); // no f32 copy of a bf16 model on the way in
-    let model = Sdar::new(&vars.root(), &config);
+    let model = {
+        let _lock = init_lock();
+        Sdar::new(&vars.root(), &config)
+    };
     let expected = vars.variables();
     let mut seen = HashSet::new();
     let files = weight_files(dir)?;
