@@ -200,8 +200,6 @@ fn student_weights(model: &LoadedModel) -> Vec<(String, Tensor)> {
 
 #[test]
 fn interrupted_and_resumed_distillation_equals_an_uninterrupted_one() {
-    // One intra-op thread, so reduction orders cannot differ between the runs under load.
-    tch::set_num_threads(1);
     let dir = tempfile::tempdir().unwrap();
     let teacher = tiny_teacher(dir.path());
     let trajs = trajectories(&teacher, 8);
