@@ -2,12 +2,14 @@
 //! student's likelihood of the teacher's tokens, every objective trains, an interrupted and
 //! resumed run equals an uninterrupted one, and the CLI runs the whole pipeline.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use t3d::model::checkpoint::{self, LoadedModel};
 use t3d::model::TextTokenizer;
-use t3d::train::config::{ModelShape, TrainConfig};
+use t3d::train::config::TrainConfig;
 use t3d::train::ddo::sequence_log_likelihood;
 use t3d::train::distill::{distill, micro_batch_loss, DistillOptions};
 use t3d::train::distill_batch::{collate_distill, DistillBatch, DistillData};
@@ -22,14 +24,7 @@ use tch::{Device, Kind, Tensor};
 /// A 2-layer teacher trained for a few steps, written to `root/teacher`.
 fn tiny_teacher(root: &Path) -> PathBuf {
     let cfg = TrainConfig {
-        model: ModelShape {
-            hidden_size: 32,
-            num_hidden_layers: 2,
-            num_attention_heads: 2,
-            num_key_value_heads: 1,
-            intermediate_size: 64,
-            tie_word_embeddings: true,
-        },
+        model: common::tiny_train_shape(),
         batch_size: 8,
         steps: 30,
         warmup: 2,

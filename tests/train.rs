@@ -1,27 +1,22 @@
 //! The block-diffusion trainer end to end on a tiny model: loss decreases, an interrupted and
 //! resumed run equals an uninterrupted one, and a saved model reloads with identical logits.
 
+mod common;
+
 use std::path::Path;
 
 use t3d::model::checkpoint::{self, SaveOptions};
 use t3d::model::qwen3::ForwardInput;
 use t3d::model::TextTokenizer;
 use t3d::train::batch::collate;
-use t3d::train::config::{ModelShape, TrainConfig};
+use t3d::train::config::TrainConfig;
 use t3d::train::data::ArithData;
 use t3d::train::trainer::{masked_cross_entropy, train, TrainOptions};
 use tch::{Device, Kind};
 
 fn tiny_config(steps: u64) -> TrainConfig {
     TrainConfig {
-        model: ModelShape {
-            hidden_size: 32,
-            num_hidden_layers: 2,
-            num_attention_heads: 2,
-            num_key_value_heads: 1,
-            intermediate_size: 64,
-            tie_word_embeddings: true,
-        },
+        model: common::tiny_train_shape(),
         batch_size: 8,
         steps,
         warmup: 2,

@@ -19,7 +19,7 @@ use super::distill_config::{DistillConfig, Objective};
 use super::distill_log::{Metrics, RunLog};
 use super::optim::AdamW;
 use super::rollout::Trajectory;
-use super::state::{self, TrainerState};
+use super::state;
 use crate::model::checkpoint::{self, LoadedModel, SaveOptions};
 use crate::model::qwen3::ForwardInput;
 use crate::model::{Sdar, SdarConfig, TextTokenizer};
@@ -177,32 +177,17 @@ fn initial_models(cfg: &DistillConfig, opts: &DistillOptions) -> anyhow::Result<
             start: 0,
         });
     };
-    let saved: TrainerState<DistillConfig> = TrainerState::read(&dir)?;
-    anyhow::ensure!(
-        saved.config == *cfg,
-        "{}: the checkpoint was trained with a different config; resume with the same one",
-        dir.display()
-    );
+    let step = state::checked_step(&dir, cfg)?;
     state::load_weights_into(&student.vars, &dir.join("model.safetensors"))?;
     if let Some(reference) = reference.as_ref() {
         state::load_weights_into(&reference.vars, &dir.join(REFERENCE_FILE))?;
     }
-    let mut optimizer = AdamW::new(state::named_params(&student.vars), cfg.adamw);
-    let moments = Tensor::read_safetensors(dir.join(state::OPTIMIZER_FILE))
-        .with_context(|| format!("reading the optimizer state in {}", dir.display()))?;
-    optimizer
-        .load_state(&moments, saved.step)
-        .map_err(anyhow::Error::msg)?;
-    eprintln!(
-        "[t3d] resuming from {} (step {})",
-        dir.display(),
-        saved.step
-    );
+    let optimizer = state::restore_optimizer(&dir, &student.vars, cfg.adamw, step)?;
     Ok(Models {
         student,
         reference,
         optimizer,
-        start: saved.step,
+        start: step,
     })
 }
 
@@ -278,40 +263,42 @@ fn row_log_probs(model: &Sdar, batch: &DistillBatch, rows: &Tensor) -> Tensor {
         .log_softmax(-1, Kind::Float)
 }
 
-/// The objective's loss on one batch, with its components for the log.
+/// The objective's loss on one batch, with its components for the log (read from the device
+/// in one transfer).
 pub fn micro_batch_loss(
     cfg: &DistillConfig,
     student: &Sdar,
     reference: Option<&Sdar>,
     batch: &DistillBatch,
 ) -> (Tensor, Metrics) {
-    let mut m = Metrics::default();
+    let mut terms: Vec<(&'static str, Tensor)> = Vec::new();
     let log_probs = row_log_probs(student, batch, &batch.rows);
     let masked_targets = batch.targets.index_select(0, &batch.masked);
-    if cfg.objective == Objective::Sft {
-        let loss = -log_probs
+    let loss = if cfg.objective == Objective::Sft {
+        -log_probs
             .index_select(0, &batch.masked)
             .gather(1, &masked_targets.unsqueeze(1), false)
-            .mean(Kind::Float);
-        m.set("loss", loss.double_value(&[]));
-        return (loss, m);
-    }
-    let path = weighted_nll(&log_probs, &batch.targets, &batch.path_weights);
-    m.set("path_loss", path.double_value(&[]));
-    let ddo =
-        match (cfg.objective, reference) {
-            (Objective::T3d | Objective::Ddo, Some(reference)) if batch.samples > 0 => Some(
-                ddo_terms(cfg, &log_probs, reference, batch, &masked_targets, &mut m),
-            ),
+            .mean(Kind::Float)
+    } else {
+        let path = weighted_nll(&log_probs, &batch.targets, &batch.path_weights);
+        terms.push(("path_loss", path.detach()));
+        let ddo = match (cfg.objective, reference) {
+            (Objective::T3d | Objective::Ddo, Some(reference)) if batch.samples > 0 => {
+                let real = &masked_targets;
+                Some(ddo_terms(
+                    cfg, &log_probs, reference, batch, real, &mut terms,
+                ))
+            }
             _ => None,
         };
-    let loss = match (cfg.objective, ddo) {
-        (Objective::T3d, Some(ddo)) => ddo + &path * cfg.lambda_path,
-        (Objective::Ddo, Some(ddo)) => ddo,
-        _ => path,
+        match (cfg.objective, ddo) {
+            (Objective::T3d, Some(ddo)) => ddo + &path * cfg.lambda_path,
+            (Objective::Ddo, Some(ddo)) => ddo,
+            _ => path,
+        }
     };
-    m.set("loss", loss.double_value(&[]));
-    (loss, m)
+    terms.push(("loss", loss.detach()));
+    (loss, Metrics::from_scalars(&terms))
 }
 
 /// `L_real + L_fake` (spec §5.3), recording the four mean log-likelihoods.
@@ -321,7 +308,7 @@ fn ddo_terms(
     reference: &Sdar,
     batch: &DistillBatch,
     real: &Tensor,
-    m: &mut Metrics,
+    terms: &mut Vec<(&'static str, Tensor)>,
 ) -> Tensor {
     let (ref_real, ref_fake, fake) = tch::no_grad(|| {
         let rows = batch.rows.index_select(0, &batch.masked);
@@ -341,16 +328,18 @@ fn ddo_terms(
         cfg.alpha,
         cfg.beta,
     );
-    let mean = |t: &Tensor| t.mean(Kind::Float).double_value(&[]);
-    m.set("loss_real", loss_real.double_value(&[]));
-    m.set("loss_fake", loss_fake.double_value(&[]));
-    m.set("ll_theta_real", mean(&theta_real));
-    m.set("ll_theta_fake", mean(&theta_fake));
-    m.set("ll_ref_real", mean(&ref_real));
-    m.set("ll_ref_fake", mean(&ref_fake));
-    m.set(
-        "fake_is_teacher",
-        mean(&fake.eq_tensor(real).to_kind(Kind::Float)),
-    );
+    let mean = |t: &Tensor| t.detach().mean(Kind::Float);
+    terms.extend([
+        ("loss_real", loss_real.detach()),
+        ("loss_fake", loss_fake.detach()),
+        ("ll_theta_real", mean(&theta_real)),
+        ("ll_theta_fake", mean(&theta_fake)),
+        ("ll_ref_real", mean(&ref_real)),
+        ("ll_ref_fake", mean(&ref_fake)),
+        (
+            "fake_is_teacher",
+            mean(&fake.eq_tensor(real).to_kind(Kind::Float)),
+        ),
+    ]);
     loss_real + loss_fake
 }

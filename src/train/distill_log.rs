@@ -28,6 +28,21 @@ impl Metrics {
         }
     }
 
+    /// Named scalar tensors (any device), read back in one transfer.
+    pub fn from_scalars(scalars: &[(&'static str, tch::Tensor)]) -> Self {
+        let tensors: Vec<tch::Tensor> = scalars
+            .iter()
+            .map(|(_, t)| t.to_kind(tch::Kind::Double).reshape([1]))
+            .collect();
+        let values: Vec<f64> = if tensors.is_empty() {
+            Vec::new()
+        } else {
+            Vec::try_from(tch::Tensor::cat(&tensors, 0).to(tch::Device::Cpu))
+                .expect("a 1-D f64 tensor converts")
+        };
+        Self(scalars.iter().map(|(n, _)| *n).zip(values).collect())
+    }
+
     /// The value of `name` (NaN when absent).
     pub fn get(&self, name: &str) -> f64 {
         self.0.get(name).copied().unwrap_or(f64::NAN)
@@ -139,5 +154,10 @@ mod tests {
         sum.add(&a, 0.5);
         assert_eq!(sum.get("loss"), 2.0);
         assert!(sum.get("path_loss").is_nan());
+        let read = Metrics::from_scalars(&[
+            ("a", tch::Tensor::from(1.5f32)),
+            ("b", tch::Tensor::from(-2.0f64)),
+        ]);
+        assert_eq!((read.get("a"), read.get("b")), (1.5, -2.0));
     }
 }

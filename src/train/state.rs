@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
 use super::config::TrainConfig;
-use super::optim::AdamW;
+use super::optim::{AdamW, AdamWConfig};
 use crate::model::checkpoint::{self, LoadedModel, SaveOptions};
 
 /// Trainer state file inside a checkpoint.
@@ -112,6 +112,38 @@ pub fn save_checkpoint<C: Serialize>(
     let dir = checkpoint_dir(run_dir, optimizer.step);
     checkpoint::save(&dir, &loaded.vars, &loaded.config, &opts)?;
     prune_checkpoints(run_dir, 2)
+}
+
+/// The step of the checkpoint in `dir`, after checking it was trained with `config` (a resumed
+/// run must use the same one).
+pub fn checked_step<C: DeserializeOwned + PartialEq>(
+    dir: &Path,
+    config: &C,
+) -> anyhow::Result<u64> {
+    let saved: TrainerState<C> = TrainerState::read(dir)?;
+    anyhow::ensure!(
+        saved.config == *config,
+        "{}: the checkpoint was trained with a different config; resume with the same one",
+        dir.display()
+    );
+    Ok(saved.step)
+}
+
+/// AdamW over `vars` with the moments saved in `dir` after `step` steps.
+pub fn restore_optimizer(
+    dir: &Path,
+    vars: &nn::VarStore,
+    adamw: AdamWConfig,
+    step: u64,
+) -> anyhow::Result<AdamW> {
+    let mut optimizer = AdamW::new(named_params(vars), adamw);
+    let moments = Tensor::read_safetensors(dir.join(OPTIMIZER_FILE))
+        .with_context(|| format!("reading the optimizer state in {}", dir.display()))?;
+    optimizer
+        .load_state(&moments, step)
+        .map_err(anyhow::Error::msg)?;
+    eprintln!("[t3d] resuming from {} (step {step})", dir.display());
+    Ok(optimizer)
 }
 
 /// Loads the named tensors of a safetensors file into `vars` (every variable must be present).

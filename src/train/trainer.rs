@@ -17,7 +17,7 @@ use super::batch::{collate, TrainBatch};
 use super::config::TrainConfig;
 use super::data::ArithData;
 use super::optim::AdamW;
-use super::state::{self, TrainerState};
+use super::state;
 use crate::model::char_tokenizer::write_char_tokenizer;
 use crate::model::checkpoint::{self, LoadedModel, SaveOptions};
 use crate::model::qwen3::ForwardInput;
@@ -130,25 +130,10 @@ fn initial_state(
         let optimizer = AdamW::new(state::named_params(&loaded.vars), cfg.adamw);
         return Ok((loaded, optimizer, 0));
     };
-    let trainer_state: TrainerState = TrainerState::read(&dir)?;
-    anyhow::ensure!(
-        trainer_state.config == *cfg,
-        "{}: the checkpoint was trained with a different config; resume with the same one",
-        dir.display()
-    );
+    let step = state::checked_step(&dir, cfg)?;
     let loaded = checkpoint::load(&dir, opts.device, Kind::Float)?;
-    let mut optimizer = AdamW::new(state::named_params(&loaded.vars), cfg.adamw);
-    let moments = Tensor::read_safetensors(dir.join(state::OPTIMIZER_FILE))
-        .with_context(|| format!("reading the optimizer state in {}", dir.display()))?;
-    optimizer
-        .load_state(&moments, trainer_state.step)
-        .map_err(anyhow::Error::msg)?;
-    eprintln!(
-        "[t3d] resuming from {} (step {})",
-        dir.display(),
-        trainer_state.step
-    );
-    Ok((loaded, optimizer, trainer_state.step))
+    let optimizer = state::restore_optimizer(&dir, &loaded.vars, cfg.adamw, step)?;
+    Ok((loaded, optimizer, step))
 }
 
 /// Weights of an earlier stage, checked against the shape this run trains.

@@ -65,3 +65,15 @@ pub fn max_relative_error(ours: &tch::Tensor, reference: &tch::Tensor) -> f64 {
     let diff = (ours - reference).abs().max().double_value(&[]);
     diff / reference.abs().max().double_value(&[])
 }
+
+/// The tiny character-vocabulary shape the trainer tests train: 2 layers, hidden 32, GQA.
+pub fn tiny_train_shape() -> t3d::train::config::ModelShape {
+    t3d::train::config::ModelShape {
+        hidden_size: 32,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        num_key_value_heads: 1,
+        intermediate_size: 64,
+        tie_word_embeddings: true,
+    }
+}
