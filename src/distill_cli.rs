@@ -13,36 +13,16 @@ use crate::cli::setup_device;
 use crate::config::{CompareArgs, DistillArgs, PromptArgs, RolloutArgs};
 use crate::engine::GenerationParams;
 use crate::model::checkpoint::{self, LoadedModel};
-use crate::model::{SdarConfig, TextTokenizer};
+use crate::model::TextTokenizer;
 use crate::train::distill::{distill, save_student, DistillOptions, DistillReport};
 use crate::train::distill_config::DistillConfig;
-use crate::train::eval::{evaluate, format_table, max_completion_tokens, EvalRow};
+use crate::train::eval::{evaluate, format_table, max_completion_tokens, task_of, EvalRow};
 use crate::train::plot::{accuracy_vs_steps, Series};
 use crate::train::rollout::{
     questions_of, read_questions, read_trajectories, rollout, write_trajectories, Trajectory,
 };
 use crate::train::task::{test_set, ArithConfig, ProblemStream, Split};
-
-/// The bundled teacher, relative to the sources or the current directory.
-fn default_teacher() -> anyhow::Result<PathBuf> {
-    let roots = [
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")),
-        PathBuf::from("."),
-    ];
-    roots
-        .iter()
-        .map(|r| r.join("models").join("arith-teacher"))
-        .find(|d| d.join("config.json").exists())
-        .context("no bundled teacher under models/arith-teacher; pass --teacher DIR")
-}
-
-/// The task a checkpoint was trained on (`t3d_task` in its config), else the default one.
-fn task_of(config: &SdarConfig) -> anyhow::Result<ArithConfig> {
-    match config.extra.get("t3d_task") {
-        Some(v) => serde_json::from_value(v.clone()).context("t3d_task in config.json"),
-        None => Ok(ArithConfig::default()),
-    }
-}
+use crate::train_cli::bundled_model;
 
 struct Teacher {
     dir: PathBuf,
@@ -55,7 +35,7 @@ fn load_teacher(args: &PromptArgs) -> anyhow::Result<(Teacher, tch::Device)> {
     let (device, _) = setup_device(&args.device)?;
     let dir = match &args.teacher {
         Some(dir) => dir.clone(),
-        None => default_teacher()?,
+        None => bundled_model(&["arith-teacher"])?,
     };
     let loaded = checkpoint::load(&dir, device, tch::Kind::Float)?;
     let tokenizer = TextTokenizer::from_dir(&dir, &loaded.config)?;

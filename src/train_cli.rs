@@ -10,7 +10,7 @@ use crate::engine::GenerationParams;
 use crate::model::checkpoint;
 use crate::model::TextTokenizer;
 use crate::train::config::TrainConfig;
-use crate::train::eval::{evaluate, format_table, max_completion_tokens};
+use crate::train::eval::{evaluate, format_table, max_completion_tokens, task_of};
 use crate::train::plot::{accuracy_vs_steps, Series};
 use crate::train::task::{
     test_set, ArithConfig, Problem, ProblemRecord, ProblemStream, Score, Split,
@@ -65,11 +65,16 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
 /// newest of the committed models under `models/` (the T3D student once it exists, else the
 /// teacher), found next to the sources or the current directory.
 pub fn default_model_dir() -> anyhow::Result<PathBuf> {
+    bundled_model(&DEFAULT_MODELS)
+}
+
+/// The first of `names` committed under `models/`, next to the sources or the current directory.
+pub fn bundled_model(names: &[&str]) -> anyhow::Result<PathBuf> {
     let roots = [
         PathBuf::from(env!("CARGO_MANIFEST_DIR")),
         PathBuf::from("."),
     ];
-    for name in DEFAULT_MODELS {
+    for name in names {
         for root in &roots {
             let dir = root.join("models").join(name);
             if dir.join("config.json").exists() {
@@ -78,8 +83,8 @@ pub fn default_model_dir() -> anyhow::Result<PathBuf> {
         }
     }
     anyhow::bail!(
-        "no bundled model found under models/ ({}); pass --model DIR",
-        DEFAULT_MODELS.join(", ")
+        "no bundled model found under models/ ({}); pass the model directory",
+        names.join(", ")
     )
 }
 
@@ -96,10 +101,7 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
     };
     let loaded = checkpoint::load(&dir, device, kind)?;
     let tokenizer = TextTokenizer::from_dir(&dir, &loaded.config)?;
-    let task: ArithConfig = match loaded.config.extra.get("t3d_task") {
-        Some(v) => serde_json::from_value(v.clone()).context("t3d_task in config.json")?,
-        None => ArithConfig::default(),
-    };
+    let task = task_of(&loaded.config)?;
     let problems = test_set(&task, args.n);
     let mut rows = Vec::new();
     let mut dump = String::new();

@@ -3,12 +3,13 @@
 
 use std::time::Instant;
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::data::prompt_ids;
 use super::task::{check, ArithConfig, Problem, Score};
 use crate::engine::{generate, GenerationParams, SpecialIds};
-use crate::model::{Sdar, TextTokenizer};
+use crate::model::{Sdar, SdarConfig, TextTokenizer};
 
 /// Scores of one decoding setting.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,6 +30,14 @@ pub struct EvalRow {
     pub tokens_per_second: f64,
     /// Wall time of the setting.
     pub seconds: f64,
+}
+
+/// The task a checkpoint was trained on (`t3d_task` in its config), else the default one.
+pub fn task_of(config: &SdarConfig) -> anyhow::Result<ArithConfig> {
+    match config.extra.get("t3d_task") {
+        Some(v) => serde_json::from_value(v.clone()).context("t3d_task in config.json"),
+        None => Ok(ArithConfig::default()),
+    }
 }
 
 /// The longest trace a problem of `task` can have, in characters, plus EOS and slack.
