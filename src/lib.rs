@@ -5,18 +5,14 @@
 //! - [`engine`]: sequence state, denoising policy, sampler, KV cache, the batched block decoder.
 //! - [`server`]: the OpenAI-compatible HTTP API over the engine thread.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`train`]: the bundled task, the block-diffusion trainer, evaluation, T3D distillation.
-//! - [`bench`]: engine-only throughput measurements (`t3d bench`).
-//! - [`config`]: the command-line arguments of every subcommand.
+//! - [`train`]: the bundled task, masks, batches, optimiser, the base trainer, evaluation, plots.
+//! - [`distill`]: T3D: rollouts, noisy states, DDO + path losses, the distillation trainer.
+//! - [`cli`]: the clap arguments and one module per subcommand group (`bench` included).
 
-pub mod bench;
 pub mod cli;
-pub mod config;
-pub mod distill_cli;
+pub mod distill;
 pub mod engine;
 pub mod metrics;
 pub mod model;
-pub mod serve_cli;
 pub mod server;
 pub mod train;
-pub mod train_cli;

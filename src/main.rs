@@ -2,7 +2,8 @@
 
 use clap::Parser;
 
-use t3d::config::{Cli, Command};
+use t3d::cli::args::{Cli, Command};
+use t3d::cli::{bench, distill, generate, serve, train};
 
 fn main() {
     let cli = Cli::parse();
@@ -18,34 +19,19 @@ fn main() {
         logs.init();
     }
     let result = match &cli.command {
-        Command::Generate(args) => t3d::cli::run_generate(args),
-        Command::Init(args) => t3d::cli::run_init(args),
-        Command::Bench(args) => run_bench(args),
-        Command::Train(args) => t3d::train_cli::run_train(args),
-        Command::Eval(args) => t3d::train_cli::run_eval(args),
-        Command::Dataset(args) => t3d::train_cli::run_dataset(args),
-        Command::Rollout(args) => t3d::distill_cli::run_rollout(args),
-        Command::Distill(args) => t3d::distill_cli::run_distill(args),
-        Command::Compare(args) => t3d::distill_cli::run_compare(args),
-        Command::Serve(args) => t3d::serve_cli::run_serve(args),
+        Command::Generate(args) => generate::run_generate(args),
+        Command::Init(args) => generate::run_init(args),
+        Command::Bench(args) => bench::run_bench(args),
+        Command::Train(args) => train::run_train(args),
+        Command::Eval(args) => train::run_eval(args),
+        Command::Dataset(args) => train::run_dataset(args),
+        Command::Rollout(args) => distill::run_rollout(args),
+        Command::Distill(args) => distill::run_distill(args),
+        Command::Compare(args) => distill::run_compare(args),
+        Command::Serve(args) => serve::run_serve(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");
         std::process::exit(1);
     }
-}
-
-fn run_bench(args: &t3d::config::BenchArgs) -> anyhow::Result<()> {
-    t3d::cli::setup_device(&args.device)?;
-    eprintln!("{}", t3d::bench::header());
-    let report = t3d::bench::run(args)?;
-    println!("{}", t3d::bench::header());
-    for row in &report.rows {
-        println!("{}", t3d::bench::format_row(row));
-    }
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
-        eprintln!("[t3d] wrote {}", path.display());
-    }
-    Ok(())
 }

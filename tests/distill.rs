@@ -7,16 +7,16 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use t3d::distill::batch::{collate_distill, DistillBatch, DistillData};
+use t3d::distill::config::{DistillConfig, Objective};
+use t3d::distill::ddo::sequence_log_likelihood;
+use t3d::distill::rollout::{
+    read_trajectories, rollout, write_trajectories, RolloutConfig, Trajectory,
+};
+use t3d::distill::trainer::{distill, micro_batch_loss, DistillOptions};
 use t3d::model::checkpoint::{self, LoadedModel};
 use t3d::model::TextTokenizer;
 use t3d::train::config::TrainConfig;
-use t3d::train::ddo::sequence_log_likelihood;
-use t3d::train::distill::{distill, micro_batch_loss, DistillOptions};
-use t3d::train::distill_batch::{collate_distill, DistillBatch, DistillData};
-use t3d::train::distill_config::{DistillConfig, Objective};
-use t3d::train::rollout::{
-    read_trajectories, rollout, write_trajectories, RolloutConfig, Trajectory,
-};
 use t3d::train::task::{ArithConfig, ProblemStream, Split};
 use t3d::train::trainer::{train, TrainOptions};
 use tch::{Device, Kind, Tensor};

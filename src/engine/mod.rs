@@ -7,6 +7,7 @@ pub mod decoder;
 pub mod denoise;
 pub mod kv_cache;
 pub mod params;
+pub mod request;
 pub mod runner;
 pub mod sampler;
 pub mod sequence;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::runner::{Completion, EngineEvent, EngineRequest, RunnerLimits, Shared};
+use super::request::{Completion, EngineEvent, EngineRequest, RunnerLimits, Shared};
 use super::text_stream::TextStream;
 use super::{BlockDecoder, EngineError, FinishReason, GenerationParams, Sequence, SpecialIds};
 use crate::metrics::Metrics;

@@ -9,8 +9,7 @@ use rand::seq::index::sample;
 use rand::Rng;
 use tch::{Device, Tensor};
 
-use super::masks::{aligned_layout, attention_mask, noisy_start, Slot};
-use super::noise::response_blocks;
+use super::masks::{aligned_layout, attention_mask, noisy_start, response_blocks, Slot};
 
 /// A prompt and its response, as token ids.
 #[derive(Debug, Clone, PartialEq, Eq)]

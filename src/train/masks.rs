@@ -12,6 +12,8 @@
 //! [`upstream_layout`] (T3D's: prompt blocks aligned to end at the prompt, spec bug §8.3), kept
 //! to check the rule against the spec's worked example.
 
+use std::ops::Range;
+
 /// Which stream a slot belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -143,9 +145,29 @@ pub fn upstream_positions(prompt: &[i64], response_len: usize, pad_id: i64) -> V
     [clean, noisy].concat()
 }
 
+/// The response index ranges of each block, blocks aligned at absolute position 0 (the first
+/// one starts after the prompt's tail).
+pub fn response_blocks(prompt_len: usize, response_len: usize, block: usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < response_len {
+        let end = (((prompt_len + start) / block + 1) * block - prompt_len).min(response_len);
+        out.push(start..end);
+        start = end;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_blocks_start_after_the_prompt_tail() {
+        assert_eq!(response_blocks(4, 8, 4), vec![0..4, 4..8]);
+        // P = 3: the first block holds one response token.
+        assert_eq!(response_blocks(3, 9, 4), vec![0..1, 1..5, 5..9]);
+    }
 
     fn parse(rows: &[&str]) -> Vec<bool> {
         rows.iter()

@@ -216,7 +216,7 @@ impl Run {
             .append(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        let bar = super::distill_log::progress_bar(cfg.steps, start, opts.progress);
+        let bar = progress_bar(cfg.steps, start, opts.progress);
         Ok(Self {
             log,
             bar,
@@ -275,4 +275,19 @@ impl Run {
             parameters: self.parameters,
         }
     }
+}
+
+/// A training progress bar over `total` steps at `start` (hidden unless `show`).
+pub fn progress_bar(total: u64, start: u64, show: bool) -> indicatif::ProgressBar {
+    let bar = if show {
+        indicatif::ProgressBar::new(total)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed}<{eta} {msg}")
+            .expect("static progress template"),
+    );
+    bar.set_position(start);
+    bar
 }

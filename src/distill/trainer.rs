@@ -13,16 +13,16 @@ use anyhow::Context;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
+use super::batch::{collate_distill, DistillBatch, DistillData};
+use super::config::{DistillConfig, Objective};
 use super::ddo::{ddo_loss, fake_tokens, sequence_log_likelihood, weighted_nll};
-use super::distill_batch::{collate_distill, DistillBatch, DistillData};
-use super::distill_config::{DistillConfig, Objective};
-use super::distill_log::{Metrics, RunLog};
-use super::optim::AdamW;
+use super::log::{Metrics, RunLog};
 use super::rollout::Trajectory;
-use super::state;
 use crate::model::checkpoint::{self, LoadedModel, SaveOptions};
 use crate::model::qwen3::ForwardInput;
 use crate::model::{Sdar, SdarConfig, TextTokenizer};
+use crate::train::optim::AdamW;
+use crate::train::state;
 
 /// Reference weights inside a distillation checkpoint.
 pub const REFERENCE_FILE: &str = "reference.safetensors";
@@ -77,7 +77,7 @@ pub fn distill(
     std::fs::create_dir_all(&opts.run_dir)
         .with_context(|| format!("creating {}", opts.run_dir.display()))?;
     if !opts.resume {
-        state::clear_run(&opts.run_dir, &[super::distill_log::LOG_FILE])?;
+        state::clear_run(&opts.run_dir, &[super::log::LOG_FILE])?;
     }
     let mut models = initial_models(cfg, opts)?;
     let tokenizer = TextTokenizer::from_dir(&opts.teacher, &models.student.config)?;

@@ -20,13 +20,6 @@ fn ratio_probabilities_match_the_spec_for_exponent_8() {
 }
 
 #[test]
-fn response_blocks_start_after_the_prompt_tail() {
-    assert_eq!(response_blocks(4, 8, 4), vec![0..4, 4..8]);
-    // P = 3: the first block holds one response token.
-    assert_eq!(response_blocks(3, 9, 4), vec![0..1, 1..5, 5..9]);
-}
-
-#[test]
 fn trace_masking_in_code_order_masks_the_earliest_decoded() {
     let steps = spec_steps();
     let code: Vec<usize> = [0..4, 4..8]

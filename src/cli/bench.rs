@@ -6,7 +6,7 @@ use std::time::Instant;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::config::BenchArgs;
+use super::args::BenchArgs;
 use crate::engine::{generate, DenoiseParams, GenerationParams, SpecialIds, StopParams};
 use crate::model::{checkpoint, parse_device, parse_dtype, Sdar, SdarConfig};
 
@@ -187,4 +187,20 @@ pub fn format_row(r: &BenchRow) -> String {
         r.tokens_per_second,
         r.ms_per_forward
     )
+}
+
+/// `t3d bench`: prints the table (header on stderr too, as rows arrive) and writes `--json`.
+pub fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
+    super::common::setup_device(&args.device)?;
+    eprintln!("{}", header());
+    let report = run(args)?;
+    println!("{}", header());
+    for row in &report.rows {
+        println!("{}", format_row(row));
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        eprintln!("[t3d] wrote {}", path.display());
+    }
+    Ok(())
 }

@@ -11,7 +11,8 @@ use rand::seq::index::sample;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::batch::{Example, NoisyExample};
+use crate::train::batch::{Example, NoisyExample};
+use crate::train::masks::response_blocks;
 
 /// How masked positions are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,19 +103,6 @@ impl NoiseConfig {
         }
         *self.mask_ratios.last().expect("validated non-empty")
     }
-}
-
-/// The response index ranges of each block, blocks aligned at absolute position 0 (the first
-/// one starts after the prompt's tail).
-pub fn response_blocks(prompt_len: usize, response_len: usize, block: usize) -> Vec<Range<usize>> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < response_len {
-        let end = (((prompt_len + start) / block + 1) * block - prompt_len).min(response_len);
-        out.push(start..end);
-        start = end;
-    }
-    out
 }
 
 /// Positions of `range` with a step, earliest-decoded first (ties by position: a stable order,

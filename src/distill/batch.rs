@@ -7,11 +7,11 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use tch::{Device, Tensor};
 
-use super::batch::{collate, random_block_mask, Example, NoisyExample};
-use super::data::mix_seed;
-use super::distill_config::{DistillConfig, Objective};
+use super::config::{DistillConfig, Objective};
 use super::noise::{noisy_from_trajectory, path_levels, NoiseTokens};
 use super::rollout::Trajectory;
+use crate::train::batch::{collate, random_block_mask, Example, NoisyExample};
+use crate::train::data::mix_seed;
 
 /// One noised example and its path-loss levels (response positions per level).
 #[derive(Debug, Clone)]
@@ -239,5 +239,5 @@ pub fn collate_distill(
 }
 
 #[cfg(test)]
-#[path = "distill_batch_tests.rs"]
+#[path = "batch_tests.rs"]
 mod tests;

@@ -9,20 +9,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::cli::setup_device;
-use crate::config::{CompareArgs, DistillArgs, PromptArgs, RolloutArgs};
+use super::args::{CompareArgs, DistillArgs, PromptArgs, RolloutArgs};
+use super::common::{bundled_model, setup_device};
+use crate::distill::config::DistillConfig;
+use crate::distill::rollout::{
+    questions_of, read_questions, read_trajectories, rollout, write_trajectories, Trajectory,
+};
+use crate::distill::trainer::{distill, save_student, DistillOptions, DistillReport};
 use crate::engine::GenerationParams;
 use crate::model::checkpoint::{self, LoadedModel};
 use crate::model::TextTokenizer;
-use crate::train::distill::{distill, save_student, DistillOptions, DistillReport};
-use crate::train::distill_config::DistillConfig;
 use crate::train::eval::{evaluate, format_table, max_completion_tokens, task_of, EvalRow};
 use crate::train::plot::{accuracy_vs_steps, Series};
-use crate::train::rollout::{
-    questions_of, read_questions, read_trajectories, rollout, write_trajectories, Trajectory,
-};
 use crate::train::task::{test_set, ArithConfig, ProblemStream, Split};
-use crate::train_cli::bundled_model;
 
 struct Teacher {
     dir: PathBuf,

@@ -7,8 +7,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::noise::NoiseConfig;
-use super::optim::{AdamWConfig, LrSchedule};
 use super::rollout::RolloutConfig;
+use crate::train::optim::{AdamWConfig, LrSchedule};
 
 /// What the student is trained to minimise (the same trainer runs all four, for a fair
 /// comparison at equal budget).

@@ -1,7 +1,7 @@
 //! Row sets derived by hand; the data order is deterministic and covers every trajectory.
 
 use super::*;
-use crate::train::rollout::{TRAJECTORY_FORMAT, TRAJECTORY_VERSION};
+use crate::distill::rollout::{TRAJECTORY_FORMAT, TRAJECTORY_VERSION};
 
 fn item(loss: &[usize], levels: &[&[usize]], response_len: usize) -> DistillItem {
     DistillItem {

@@ -49,21 +49,6 @@ impl Metrics {
     }
 }
 
-/// A training progress bar over `total` steps at `start` (hidden unless `show`).
-pub fn progress_bar(total: u64, start: u64, show: bool) -> indicatif::ProgressBar {
-    let bar = if show {
-        indicatif::ProgressBar::new(total)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed}<{eta} {msg}")
-            .expect("static progress template"),
-    );
-    bar.set_position(start);
-    bar
-}
-
 /// The log and progress bar of one invocation.
 pub struct RunLog {
     file: std::fs::File,
@@ -85,7 +70,7 @@ impl RunLog {
             .with_context(|| format!("opening {}", path.display()))?;
         Ok(Self {
             file,
-            bar: progress_bar(total, start, progress),
+            bar: crate::train::trainer::progress_bar(total, start, progress),
             started: Instant::now(),
             window: Metrics::default(),
             window_steps: 0,

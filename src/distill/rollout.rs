@@ -15,10 +15,10 @@ use std::path::Path;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::data::{mix_seed, user_prompt_ids};
-use super::task::Problem;
 use crate::engine::{generate, GenerationParams, Remasking, SpecialIds};
 use crate::model::{Sdar, TextTokenizer};
+use crate::train::data::{mix_seed, user_prompt_ids};
+use crate::train::task::Problem;
 
 /// The `format` tag of every trajectory line.
 pub const TRAJECTORY_FORMAT: &str = "t3d-trajectory";

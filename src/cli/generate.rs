@@ -4,30 +4,21 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::config::{DeviceArgs, GenerateArgs, InitArgs};
+use super::args::{GenerateArgs, InitArgs};
+use super::common::{default_model_dir, setup_device};
 use crate::engine::{generate, Generation, GenerationParams, SpecialIds};
 use crate::model::checkpoint::{self, SaveOptions};
 use crate::model::tokenizer::{
     write_byte_tokenizer, ChatMessage, TextTokenizer, BYTE_SPECIAL_TOKENS,
 };
-use crate::model::{parse_device, parse_dtype, SdarConfig};
-
-/// Applies `--threads` and returns the device and dtype.
-pub fn setup_device(args: &DeviceArgs) -> anyhow::Result<(tch::Device, tch::Kind)> {
-    if args.threads > 0 {
-        tch::set_num_threads(args.threads);
-    }
-    let device = parse_device(&args.device).map_err(anyhow::Error::msg)?;
-    let kind = parse_dtype(&args.dtype).map_err(anyhow::Error::msg)?;
-    Ok((device, kind))
-}
+use crate::model::SdarConfig;
 
 /// `t3d generate`: decodes one prompt, prints the text, then one line of stats on stderr.
 pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     let (device, kind) = setup_device(&args.device)?;
     let dir = match &args.model {
         Some(dir) => dir.clone(),
-        None => crate::train_cli::default_model_dir()?,
+        None => default_model_dir()?,
     };
     let loaded = checkpoint::load(&dir, device, kind)?;
     let tokenizer = TextTokenizer::from_dir(&dir, &loaded.config)?;

@@ -1,11 +1,9 @@
 //! The `train` and `eval` subcommands (the thin `main` dispatches here).
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 
-use crate::cli::setup_device;
-use crate::config::{DatasetArgs, EvalArgs, TrainArgs};
+use super::args::{DatasetArgs, EvalArgs, TrainArgs};
+use super::common::{default_model_dir, setup_device};
 use crate::engine::GenerationParams;
 use crate::model::checkpoint;
 use crate::model::TextTokenizer;
@@ -60,36 +58,6 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-/// The bundled model `t3d generate`, `serve` and `eval` use when `--model` is not given: the
-/// newest of the committed models under `models/` (the T3D student once it exists, else the
-/// teacher), found next to the sources or the current directory.
-pub fn default_model_dir() -> anyhow::Result<PathBuf> {
-    bundled_model(&DEFAULT_MODELS)
-}
-
-/// The first of `names` committed under `models/`, next to the sources or the current directory.
-pub fn bundled_model(names: &[&str]) -> anyhow::Result<PathBuf> {
-    let roots = [
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")),
-        PathBuf::from("."),
-    ];
-    for name in names {
-        for root in &roots {
-            let dir = root.join("models").join(name);
-            if dir.join("config.json").exists() {
-                return Ok(dir);
-            }
-        }
-    }
-    anyhow::bail!(
-        "no bundled model found under models/ ({}); pass the model directory",
-        names.join(", ")
-    )
-}
-
-/// Bundled models in order of preference.
-pub const DEFAULT_MODELS: [&str; 2] = ["arith-student", "arith-teacher"];
 
 /// `t3d eval`: scores a model on held-out problems for each steps-per-block setting.
 pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {

@@ -7,14 +7,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
-use crate::cli::setup_device;
-use crate::config::ServeArgs;
+use super::args::ServeArgs;
+use super::common::{default_model_dir, setup_device};
 use crate::engine::runner::{spawn, RunnerLimits};
 use crate::metrics::Metrics;
 use crate::model::{checkpoint, SdarConfig, TextTokenizer};
 use crate::server::validate::Limits;
 use crate::server::{serve, AppState};
-use crate::train_cli::default_model_dir;
 
 /// `t3d serve`.
 pub fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
