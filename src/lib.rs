@@ -7,8 +7,10 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`train`]: the bundled task, masks, batches, optimiser, the base trainer, evaluation, plots.
 //! - [`distill`]: T3D: rollouts, noisy states, DDO + path losses, the distillation trainer.
+//! - [`admin`]: the admin API: distillation jobs as child processes, validated model hot-swap.
 //! - [`cli`]: the clap arguments and one module per subcommand group (`bench` included).
 
+pub mod admin;
 pub mod cli;
 pub mod distill;
 pub mod engine;

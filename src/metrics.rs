@@ -4,7 +4,7 @@
 
 use prometheus::{
     exponential_buckets, linear_buckets, Encoder, Histogram, HistogramOpts, IntCounter,
-    IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the server exports.
@@ -48,6 +48,12 @@ pub struct Metrics {
     pub failures: IntCounterVec,
     /// HTTP responses by route and status.
     pub http_requests: IntCounterVec,
+    /// 1 for the model serving now, by version and path.
+    pub model_info: IntGaugeVec,
+    /// Distillation jobs by state.
+    pub admin_jobs: IntGaugeVec,
+    /// Model hot-swaps by result (`swapped`, `refused`, `rolled_back`).
+    pub model_swaps: IntCounterVec,
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -184,8 +190,38 @@ impl Metrics {
                     &["route", "status"],
                 ),
             ),
+            model_info: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("t3d_model_info", "The model serving now (value 1)."),
+                    &["version", "path"],
+                )
+                .expect("static opts"),
+            ),
+            admin_jobs: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("t3d_admin_jobs", "Distillation jobs by state."),
+                    &["state"],
+                )
+                .expect("static opts"),
+            ),
+            model_swaps: register(
+                &r,
+                labelled(
+                    "t3d_model_swaps_total",
+                    "Model hot-swaps by result.",
+                    &["result"],
+                ),
+            ),
             registry: r,
         }
+    }
+
+    /// Marks `version` at `path` as the model serving now (and no other).
+    pub fn set_model(&self, version: &str, path: &str) {
+        self.model_info.reset();
+        self.model_info.with_label_values(&[version, path]).set(1);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -215,17 +251,28 @@ mod tests {
         m.http_requests
             .with_label_values(&["/v1/completions", "200"])
             .inc();
+        m.set_model("old", "/m/a");
+        m.set_model("abc-1", "/m/b");
+        m.admin_jobs.with_label_values(&["training"]).set(1);
+        m.model_swaps.with_label_values(&["swapped"]).inc();
         let text = m.render();
+        assert!(
+            !text.contains("version=\"old\""),
+            "the old model's info is gone"
+        );
         for name in [
             "t3d_tokens_per_forward_bucket",
             "t3d_denoising_steps_per_block_count",
             "t3d_request_failures_total{reason=\"forward\"} 1",
             "t3d_http_requests_total{route=\"/v1/completions\",status=\"200\"} 1",
             "t3d_running_requests 0",
+            "t3d_model_info{path=\"/m/b\",version=\"abc-1\"} 1",
+            "t3d_admin_jobs{state=\"training\"} 1",
+            "t3d_model_swaps_total{result=\"swapped\"} 1",
         ] {
             assert!(text.contains(name), "missing {name}");
         }
         let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
-        assert_eq!(families, 19);
+        assert_eq!(families, 22);
     }
 }

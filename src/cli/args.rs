@@ -241,4 +241,39 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub admin: AdminArgs,
+}
+
+/// The admin API of `t3d serve` (distillation jobs, model hot-swap): off unless a token is set.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Enables the admin API; every admin call needs `Authorization: Bearer TOKEN`.
+    #[arg(long, env = "T3D_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Admin listen address (its own listener, never the API port).
+    #[arg(long, env = "T3D_ADMIN_HOST", default_value = "127.0.0.1")]
+    pub admin_host: String,
+    /// Admin listen port.
+    #[arg(long, env = "T3D_ADMIN_PORT", default_value_t = 8001)]
+    pub admin_port: u16,
+    /// Teachers, students and swap targets live here (default: the served model's parent).
+    #[arg(long, env = "T3D_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// Prompt files a job may name live here.
+    #[arg(long, env = "T3D_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Job records and run directories.
+    #[arg(long, env = "T3D_JOBS_DIR", default_value = "runs/admin-jobs")]
+    pub jobs_dir: PathBuf,
+    /// libtorch threads of a job's trainer process (the engine keeps the rest).
+    #[arg(long, env = "T3D_ADMIN_JOB_THREADS", default_value_t = 1)]
+    pub admin_job_threads: usize,
+    /// Base distillation config every job starts from (default: the trainer's defaults).
+    #[arg(long, env = "T3D_ADMIN_DISTILL_CONFIG")]
+    pub admin_distill_config: Option<PathBuf>,
+    /// Seconds between SIGTERM and SIGKILL when a job is cancelled.
+    #[arg(long, env = "T3D_ADMIN_KILL_GRACE", default_value_t = 10)]
+    pub admin_kill_grace: u64,
 }

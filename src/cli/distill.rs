@@ -110,6 +110,8 @@ pub fn run_distill(args: &DistillArgs) -> anyhow::Result<()> {
     cfg.validate().map_err(anyhow::Error::msg)?;
     let run_dir = args.run.run_dir();
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let status = args.status_file.as_deref();
+    report_phase(status, "rollout")?;
     let (teacher, device) = load_teacher(&args.source)?;
     let trajectories = trajectories_for(args, &cfg, &teacher, &run_dir)?;
     let opts = DistillOptions {
@@ -120,6 +122,7 @@ pub fn run_distill(args: &DistillArgs) -> anyhow::Result<()> {
         progress: true,
         stop_after: args.run.stop_after,
     };
+    report_phase(status, "training")?;
     let (report, student) = distill(&cfg, &trajectories, &opts)?;
     eprintln!(
         "[t3d] distilled ({}) {} steps in {:.0} s, final loss {:.4}",
@@ -132,6 +135,7 @@ pub fn run_distill(args: &DistillArgs) -> anyhow::Result<()> {
         eprintln!("[t3d] stopped early; continue with --resume");
         return write_report(args.run.report.as_deref(), &report, &[]);
     };
+    report_phase(status, "evaluating")?;
     let rows = evaluate_student(&cfg, &student, &teacher)?;
     print!("{}", format_table(&rows));
     let files = vec![
@@ -148,6 +152,13 @@ pub fn run_distill(args: &DistillArgs) -> anyhow::Result<()> {
     save_student(&student, &teacher.dir, &args.run.out, files)?;
     eprintln!("[t3d] wrote the student to {}", args.run.out.display());
     write_report(args.run.report.as_deref(), &report, &rows)
+}
+
+/// Writes `{"phase": …}` to the `--status-file`, if any (atomically).
+fn report_phase(path: Option<&Path>, phase: &str) -> anyhow::Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let body = serde_json::json!({"phase": phase, "at": crate::admin::jobs::unix_now()});
+    crate::admin::jobs::write_atomic(path, body.to_string().as_bytes())
 }
 
 /// `--trajectories`, else the run directory's from an earlier invocation when resuming, else a

@@ -1,19 +1,20 @@
-//! The `serve` subcommand: loads the model on the engine thread and runs the HTTP server.
+//! The `serve` subcommand: loads the model on its engine thread, runs the HTTP server and,
+//! with `--admin-token`, the admin API on its own listener.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 
 use super::args::ServeArgs;
 use super::common::{default_model_dir, setup_device};
-use crate::engine::runner::{spawn, RunnerLimits};
+use crate::admin::process::ChildConfig;
+use crate::admin::{AdminConfig, AdminState};
 use crate::metrics::Metrics;
-use crate::model::{checkpoint, SdarConfig, TextTokenizer};
-use crate::server::validate::Limits;
-use crate::server::{serve, AppState};
+use crate::server::served::{ModelSlot, ServeOptions, ServedModel};
+use crate::server::{serve, unix_now, AppState};
 
 /// `t3d serve`.
 pub fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
@@ -22,71 +23,101 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => default_model_dir()?,
     };
-    let config = SdarConfig::from_file(&dir.join("config.json"))?;
-    let tokenizer = TextTokenizer::from_dir(&dir, &config)?;
-    let block = config.block_size.unwrap_or(4);
-    let max_total = args
-        .max_total_tokens
-        .min(config.max_position_embeddings as usize);
     anyhow::ensure!(
         args.max_batch_size > 0 && args.max_queue > 0,
         "--max-batch-size and --max-queue must be at least 1"
     );
-    let limits = Limits {
-        served_model: args.served_model_name.clone().unwrap_or_else(|| {
+    let options = ServeOptions {
+        served_model_name: args.served_model_name.clone().unwrap_or_else(|| {
             dir.file_name()
                 .map_or("t3d".into(), |n| n.to_string_lossy().into_owned())
         }),
-        max_input_tokens: args.max_input_tokens.min(max_total.saturating_sub(1)),
-        max_total_tokens: max_total,
-        default_block_size: block,
-        default_steps: config.default_steps_per_block(),
-    };
-    let metrics = Arc::new(Metrics::new());
-    let runner_limits = RunnerLimits {
         max_batch_size: args.max_batch_size,
         max_queue: args.max_queue,
-        // One block of slack: the last block may run past max_tokens before it is cut.
-        slot_capacity: max_total + 64,
+        max_input_tokens: args.max_input_tokens,
+        max_total_tokens: args.max_total_tokens,
+        device,
+        kind,
+        warm_up_timeout: Duration::from_secs(600),
     };
-    let load_dir = dir.clone();
-    let engine_tokenizer = tokenizer.clone();
-    let engine = spawn(
-        move || {
-            Ok((
-                checkpoint::load(&load_dir, device, kind)?.model,
-                engine_tokenizer,
-            ))
-        },
-        runner_limits,
-        metrics.clone(),
-    )
-    .with_context(|| format!("loading {}", dir.display()))?;
-    tracing::info!(model = %dir.display(), name = %limits.served_model, "model loaded");
+    let metrics = Arc::new(Metrics::new());
+    let served = ServedModel::load(&dir, &options, metrics.clone())?;
+    metrics.set_model(&served.version, &served.path.display().to_string());
+    tracing::info!(model = %dir.display(), name = %options.served_model_name,
+        version = %served.version, "model loaded");
     let state = Arc::new(AppState {
-        engine,
-        tokenizer,
-        vocab_size: config.vocab_size,
-        limits,
+        model: ModelSlot::new(served),
         metrics,
         draining: AtomicBool::new(false),
         api_key: args.api_key.clone(),
-        created: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        created: unix_now(),
         max_body_bytes: args.max_body_bytes,
     });
-    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
-        .parse()
-        .with_context(|| format!("bad listen address {}:{}", args.host, args.port))?;
+    let addr = socket_addr(&args.host, args.port)?;
     let metrics_addr = args.metrics_port.map(|p| SocketAddr::new(addr.ip(), p));
+    let admin = admin_config(args, &dir, options)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(
-        state,
-        addr,
-        metrics_addr,
-        Duration::from_secs(args.shutdown_grace),
-    ))
+    runtime.block_on(async move {
+        let admin = match admin {
+            Some((cfg, addr)) => Some(AdminState::start(cfg, state.clone(), addr).await?),
+            None => None,
+        };
+        let result = serve(
+            state,
+            addr,
+            metrics_addr,
+            Duration::from_secs(args.shutdown_grace),
+        )
+        .await;
+        if let Some(admin) = admin {
+            admin.shutdown();
+        }
+        result
+    })
+}
+
+fn socket_addr(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    format!("{host}:{port}")
+        .parse()
+        .with_context(|| format!("bad listen address {host}:{port}"))
+}
+
+/// The admin API's settings and address, when `--admin-token` is set.
+fn admin_config(
+    args: &ServeArgs,
+    served_dir: &std::path::Path,
+    serve: ServeOptions,
+) -> anyhow::Result<Option<(AdminConfig, SocketAddr)>> {
+    let Some(token) = args.admin.admin_token.clone() else {
+        return Ok(None);
+    };
+    anyhow::ensure!(!token.is_empty(), "--admin-token must not be empty");
+    let a = &args.admin;
+    let models_dir = match &a.models_dir {
+        Some(dir) => dir.clone(),
+        None => served_dir
+            .parent()
+            .map_or_else(|| ".".into(), std::path::Path::to_path_buf),
+    };
+    anyhow::ensure!(
+        a.admin_port != args.port,
+        "--admin-port must differ from --port (the admin API has its own listener)"
+    );
+    let cfg = AdminConfig {
+        token,
+        models_dir,
+        data_dir: a.data_dir.clone(),
+        jobs_dir: a.jobs_dir.clone(),
+        child: ChildConfig {
+            exe: std::env::current_exe().context("locating the t3d binary")?,
+            threads: a.admin_job_threads,
+            device: args.device.device.clone(),
+            base_config: a.admin_distill_config.clone(),
+            kill_grace: Duration::from_secs(a.admin_kill_grace),
+        },
+        serve,
+    };
+    Ok(Some((cfg, socket_addr(&a.admin_host, a.admin_port)?)))
 }

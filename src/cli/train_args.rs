@@ -8,6 +8,9 @@ use clap::Args;
 use super::args::DeviceArgs;
 use crate::engine::Remasking;
 
+/// Rollout prompts drawn from the training split when none are named.
+pub const DEFAULT_NUM_PROMPTS: usize = 16384;
+
 /// `t3d train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -138,7 +141,7 @@ pub struct PromptArgs {
     #[arg(long)]
     pub prompts: Option<PathBuf>,
     /// Without `--prompts`: this many problems from the teacher task's training split.
-    #[arg(long, default_value_t = 16384)]
+    #[arg(long, default_value_t = DEFAULT_NUM_PROMPTS)]
     pub num_prompts: usize,
     /// Seed of the training-split problems drawn without `--prompts`.
     #[arg(long, default_value_t = 1)]
@@ -180,6 +183,10 @@ pub struct DistillArgs {
     /// Override the config's number of optimizer steps.
     #[arg(long)]
     pub steps: Option<u64>,
+    /// Write the current phase (`rollout`, `training`, `evaluating`) here as JSON (the admin
+    /// API follows jobs this way).
+    #[arg(long)]
+    pub status_file: Option<PathBuf>,
     /// The student directory gets `eval.json`, `eval.md` and `distill_config.json` too.
     #[command(flatten)]
     #[allow(missing_docs)]

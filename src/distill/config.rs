@@ -191,7 +191,7 @@ impl DistillConfig {
 }
 
 /// Applies `a.b.c=JSON` (a bare word that is not JSON is taken as a string) to `value`.
-fn apply_override(value: &mut serde_json::Value, item: &str) -> Result<(), String> {
+pub fn apply_override(value: &mut serde_json::Value, item: &str) -> Result<(), String> {
     let (key, raw) = item
         .split_once('=')
         .ok_or_else(|| format!("--set {item}: expected key=value"))?;

@@ -80,6 +80,8 @@ pub struct RunnerLimits {
 pub(crate) struct Shared {
     /// Requests submitted and not yet admitted (or dropped).
     pub(crate) waiting: AtomicUsize,
+    /// The warm-up decode has run (successfully or not).
+    pub(crate) warmed: AtomicBool,
     /// The warm-up decode succeeded.
     pub(crate) ready: AtomicBool,
     /// The engine thread runs.

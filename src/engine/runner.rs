@@ -55,6 +55,22 @@ impl EngineHandle {
     pub fn is_alive(&self) -> bool {
         self.shared.alive.load(Ordering::SeqCst)
     }
+
+    /// Blocks until the warm-up decode has run (or `timeout` passes); `Ok` once it succeeded.
+    pub fn wait_warm(&self, timeout: std::time::Duration) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.shared.warmed.load(Ordering::SeqCst) && self.is_alive() {
+            if std::time::Instant::now() >= deadline {
+                return Err(format!("the warm-up decode took longer than {timeout:?}"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if self.is_ready() {
+            Ok(())
+        } else {
+            Err("the warm-up decode failed (see the server log)".into())
+        }
+    }
 }
 
 /// Marks the engine dead when its thread ends, however it ends.
@@ -77,9 +93,25 @@ pub fn spawn<L>(
 where
     L: FnOnce() -> anyhow::Result<(Sdar, TextTokenizer)> + Send + 'static,
 {
+    spawn_labelled("-", load, limits, metrics)
+}
+
+/// [`spawn`], with every log line of the engine thread carrying `model = label` (the served
+/// model's version, so the log shows which model answered).
+pub fn spawn_labelled<L>(
+    label: &str,
+    load: L,
+    limits: RunnerLimits,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<EngineHandle>
+where
+    L: FnOnce() -> anyhow::Result<(Sdar, TextTokenizer)> + Send + 'static,
+{
+    let label = label.to_string();
     let (tx, rx) = sync_channel(limits.max_queue.max(1));
     let shared = Arc::new(Shared {
         waiting: AtomicUsize::new(0),
+        warmed: AtomicBool::new(false),
         ready: AtomicBool::new(false),
         alive: AtomicBool::new(true),
     });
@@ -88,6 +120,7 @@ where
     std::thread::Builder::new()
         .name("t3d-engine".into())
         .spawn(move || {
+            let _span = tracing::info_span!("engine", model = %label).entered();
             let _guard = AliveGuard(thread_shared.clone());
             let (model, tokenizer) = match load() {
                 Ok(m) => m,

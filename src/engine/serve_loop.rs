@@ -78,6 +78,7 @@ impl<'m> Engine<'m> {
             Ok(()) => self.shared.ready.store(true, Ordering::SeqCst),
             Err(e) => tracing::error!(error = %e, "warm-up decode failed; not ready"),
         }
+        self.shared.warmed.store(true, Ordering::SeqCst);
         loop {
             if self.active.is_empty() && self.waiting.is_empty() {
                 match rx.recv() {

@@ -116,6 +116,14 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// Whether `other` maps every token to the same id (and has the same special ids), so
+    /// prompts and outputs mean the same under both.
+    pub fn same_vocabulary(&self, other: &TextTokenizer) -> bool {
+        self.eos_id == other.eos_id
+            && self.mask_id == other.mask_id
+            && self.inner.get_vocab(true) == other.inner.get_vocab(true)
+    }
+
     /// Ids of every token that is not a special added token (what random replacements in
     /// training noise draw from).
     pub fn ordinary_ids(&self) -> Vec<i64> {

@@ -84,6 +84,18 @@ impl ApiError {
         }
     }
 
+    /// 401 from the admin API without its token.
+    pub fn unauthorized_admin() -> Self {
+        Self {
+            code: Some("invalid_admin_token"),
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "missing or invalid admin token (send `Authorization: Bearer <token>`)",
+            )
+        }
+    }
+
     /// 429 when the waiting queue is full.
     pub fn overloaded() -> Self {
         Self {

@@ -6,12 +6,13 @@ pub mod error;
 pub mod render;
 pub mod routes;
 pub mod schema;
+pub mod served;
 pub mod validate;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -20,25 +21,30 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
+use subtle::ConstantTimeEq;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::engine::runner::EngineHandle;
 use crate::metrics::Metrics;
-use crate::model::TextTokenizer;
 use error::ApiError;
-use validate::Limits;
+use served::{ModelSlot, ServedModel};
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Whether the bearer credential `given` is `expected`, compared in constant time.
+pub fn bearer_matches(given: Option<&str>, expected: &str) -> bool {
+    given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.as_bytes())))
+}
 
 /// What every handler shares.
 pub struct AppState {
-    /// The engine's channel.
-    pub engine: EngineHandle,
-    /// Prompt tokenisation and chat templates (no tensors).
-    pub tokenizer: TextTokenizer,
-    /// Rows of the model's embedding (valid token ids).
-    pub vocab_size: i64,
-    /// Request limits.
-    pub limits: Limits,
+    /// The model new requests go to (hot-swappable).
+    pub model: ModelSlot,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Set on SIGTERM/SIGINT: new requests get 503.
@@ -49,6 +55,13 @@ pub struct AppState {
     pub created: u64,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
+}
+
+impl AppState {
+    /// The model serving now (one per request: a swap does not change it mid-request).
+    pub fn served(&self) -> Arc<ServedModel> {
+        self.model.current()
+    }
 }
 
 /// The full router over `state`.
@@ -101,7 +114,7 @@ async fn require_api_key(
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(key.as_str()) {
+        if !bearer_matches(given, key) {
             return ApiError::unauthorized().into_response();
         }
     }
@@ -169,7 +182,8 @@ pub async fn serve(
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -187,5 +201,20 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_bearer_credential_matches() {
+        assert!(bearer_matches(Some("s3cret"), "s3cret"));
+        assert!(!bearer_matches(Some("s3cre"), "s3cret"));
+        assert!(!bearer_matches(Some("s3cret!"), "s3cret"));
+        assert!(!bearer_matches(Some("S3cret"), "s3cret"));
+        assert!(!bearer_matches(Some(""), "s3cret"));
+        assert!(!bearer_matches(None, "s3cret"));
     }
 }

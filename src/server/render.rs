@@ -33,6 +33,8 @@ pub struct ResponseMeta {
     pub created: u64,
     /// Served model name.
     pub model: String,
+    /// The answering model's version.
+    pub system_fingerprint: String,
     /// Endpoint.
     pub endpoint: Endpoint,
     /// Prompt tokens.
@@ -42,7 +44,7 @@ pub struct ResponseMeta {
 impl ResponseMeta {
     fn envelope(&self, object: &str, choices: Value) -> Value {
         let mut body = json!({"id": self.id, "object": object, "created": self.created,
-                              "model": self.model});
+                              "model": self.model, "system_fingerprint": self.system_fingerprint});
         body["choices"] = choices;
         body
     }

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -17,18 +17,13 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use super::error::ApiError;
 use super::render::{collect, sse_stream, Endpoint, ResponseMeta};
 use super::schema::{CommonParams, InputMessage, MessageContent, ModelCard, PromptInput};
+use super::served::ServedModel;
 use super::validate::{check_fields, parse, parse_field, validate, Validated};
-use super::AppState;
+use super::{unix_now, AppState};
 use crate::engine::runner::{EngineEvent, EngineRequest, SubmitError};
 use crate::model::tokenizer::ChatMessage;
 
 type AppResult = Result<Response, ApiError>;
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 fn read_json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     let bytes = body.map_err(|r| ApiError::from_status(r.status(), r.body_text()))?;
@@ -36,14 +31,14 @@ fn read_json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
 }
 
-fn prompt_ids(state: &AppState, prompt: PromptInput) -> Result<Vec<i64>, ApiError> {
+fn prompt_ids(model: &ServedModel, prompt: PromptInput) -> Result<Vec<i64>, ApiError> {
     let ids = match prompt {
-        PromptInput::Text(text) => encode(state, &text)?,
-        PromptInput::Texts(texts) => encode(state, &one(texts)?)?,
+        PromptInput::Text(text) => encode(model, &text)?,
+        PromptInput::Texts(texts) => encode(model, &one(texts)?)?,
         PromptInput::Tokens(ids) => ids,
         PromptInput::TokenBatches(batches) => one(batches)?,
     };
-    let vocab = state.vocab_size;
+    let vocab = model.vocab_size;
     if let Some(bad) = ids.iter().find(|&&t| t < 0 || t >= vocab) {
         return Err(ApiError::invalid(
             "prompt",
@@ -64,14 +59,14 @@ fn one<T>(mut items: Vec<T>) -> Result<T, ApiError> {
     }
 }
 
-fn encode(state: &AppState, text: &str) -> Result<Vec<i64>, ApiError> {
-    state
+fn encode(model: &ServedModel, text: &str) -> Result<Vec<i64>, ApiError> {
+    model
         .tokenizer
         .encode(text)
         .map_err(|e| ApiError::invalid("prompt", e.to_string()))
 }
 
-fn chat_prompt(state: &AppState, input: &[InputMessage]) -> Result<Vec<i64>, ApiError> {
+fn chat_prompt(model: &ServedModel, input: &[InputMessage]) -> Result<Vec<i64>, ApiError> {
     if input.is_empty() {
         return Err(ApiError::invalid(
             "messages",
@@ -106,16 +101,17 @@ fn chat_prompt(state: &AppState, input: &[InputMessage]) -> Result<Vec<i64>, Api
             content,
         });
     }
-    let text = state
+    let text = model
         .tokenizer
         .apply_chat_template(&messages, true)
         .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
-    encode(state, &text)
+    encode(model, &text)
 }
 
 /// Submits every choice; on any refusal the receivers already made are dropped (cancelling).
 fn submit(
     state: &AppState,
+    model: &ServedModel,
     prompt: &[i64],
     v: &Validated,
     request_id: &str,
@@ -135,7 +131,7 @@ fn submit(
             enqueued: Instant::now(),
             request_id: request_id.to_string(),
         };
-        state.engine.submit(request).map_err(|e| match e {
+        model.engine.submit(request).map_err(|e| match e {
             SubmitError::QueueFull => {
                 state
                     .metrics
@@ -153,6 +149,7 @@ fn submit(
 
 async fn respond(
     state: &AppState,
+    model: &ServedModel,
     endpoint: Endpoint,
     prompt: Vec<i64>,
     v: Validated,
@@ -162,7 +159,7 @@ async fn respond(
         .get("x-request-id")
         .and_then(|h| h.to_str().ok())
         .unwrap_or("-");
-    let receivers = submit(state, &prompt, &v, request_id)?;
+    let receivers = submit(state, model, &prompt, &v, request_id)?;
     let prefix = if endpoint == Endpoint::Chat {
         "chatcmpl"
     } else {
@@ -171,7 +168,8 @@ async fn respond(
     let meta = ResponseMeta {
         id: format!("{prefix}-{}", uuid::Uuid::new_v4().simple()),
         created: unix_now(),
-        model: state.limits.served_model.clone(),
+        model: model.limits.served_model.clone(),
+        system_fingerprint: model.version.clone(),
         endpoint,
         prompt_tokens: prompt.len(),
     };
@@ -191,10 +189,11 @@ pub async fn completions(
 ) -> AppResult {
     let value = read_json(body)?;
     check_fields(&value, &["prompt"])?;
-    let prompt = prompt_ids(&state, parse_field(&value, "prompt")?)?;
+    let model = state.served();
+    let prompt = prompt_ids(&model, parse_field(&value, "prompt")?)?;
     let params: CommonParams = parse(value)?;
-    let v = validate(&params, prompt.len(), &state.limits)?;
-    respond(&state, Endpoint::Completion, prompt, v, &headers).await
+    let v = validate(&params, prompt.len(), &model.limits)?;
+    respond(&state, &model, Endpoint::Completion, prompt, v, &headers).await
 }
 
 /// `POST /v1/chat/completions`.
@@ -206,27 +205,33 @@ pub async fn chat_completions(
     let value = read_json(body)?;
     check_fields(&value, &["messages"])?;
     let messages: Vec<InputMessage> = parse_field(&value, "messages")?;
-    let prompt = chat_prompt(&state, &messages)?;
+    let model = state.served();
+    let prompt = chat_prompt(&model, &messages)?;
     let params: CommonParams = parse(value)?;
-    let v = validate(&params, prompt.len(), &state.limits)?;
-    respond(&state, Endpoint::Chat, prompt, v, &headers).await
+    let v = validate(&params, prompt.len(), &model.limits)?;
+    respond(&state, &model, Endpoint::Chat, prompt, v, &headers).await
 }
 
 /// `GET /v1/models`.
 pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let model = state.served();
     let card = ModelCard {
-        id: state.limits.served_model.clone(),
+        id: model.limits.served_model.clone(),
         object: "model",
         created: state.created,
         owned_by: "t3d",
-        max_model_len: state.limits.max_total_tokens,
+        max_model_len: model.limits.max_total_tokens,
+        root: model.path.display().to_string(),
+        version: model.version.clone(),
+        steps_per_block: model.limits.default_steps,
+        block_size: model.limits.default_block_size,
     };
     Json(json!({"object": "list", "data": [card]}))
 }
 
 /// `GET /health`: 200 while the engine thread runs.
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
-    if state.engine.is_alive() {
+    if state.served().engine.is_alive() {
         (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
     } else {
         ApiError::unavailable("the engine thread has stopped").into_response()
@@ -235,7 +240,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
 
 /// `GET /ready`: 200 once the warm-up decode succeeded and while not draining.
 pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    if state.engine.is_ready() && !state.draining.load(Ordering::SeqCst) {
+    if state.served().engine.is_ready() && !state.draining.load(Ordering::SeqCst) {
         (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
     } else {
         ApiError::unavailable("not ready").into_response()

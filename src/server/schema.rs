@@ -153,4 +153,12 @@ pub struct ModelCard {
     pub owned_by: &'static str,
     /// Extension: the model's context length.
     pub max_model_len: usize,
+    /// Extension (as vLLM): the checkpoint directory.
+    pub root: String,
+    /// Extension: the loaded weights' version (also each response's `system_fingerprint`).
+    pub version: String,
+    /// Extension: the default block size.
+    pub block_size: usize,
+    /// Extension: the default denoising steps per block.
+    pub steps_per_block: usize,
 }

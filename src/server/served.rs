@@ -1,0 +1,155 @@
+//! The model the server answers with: its engine handle, tokenizer, request limits and
+//! version. A handler takes one `Arc<ServedModel>` per request, so a hot swap changes what new
+//! requests get while the ones already running finish on the model they started with (its
+//! engine thread drains them, then exits once the last handle is gone).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+
+use super::validate::Limits;
+use crate::engine::runner::{spawn_labelled, EngineHandle, RunnerLimits};
+use crate::metrics::Metrics;
+use crate::model::{checkpoint, SdarConfig, TextTokenizer};
+
+/// What serving a checkpoint needs besides its directory (from `t3d serve`'s flags).
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Name clients use in `model` (kept across swaps).
+    pub served_model_name: String,
+    /// Sequences decoded together.
+    pub max_batch_size: usize,
+    /// Requests waiting before 429.
+    pub max_queue: usize,
+    /// Longest prompt.
+    pub max_input_tokens: usize,
+    /// Longest prompt + completion (capped by the model).
+    pub max_total_tokens: usize,
+    /// Where the model runs.
+    pub device: tch::Device,
+    /// Weight dtype.
+    pub kind: tch::Kind,
+    /// How long the warm-up decode may take.
+    pub warm_up_timeout: Duration,
+}
+
+/// One loaded model with its engine thread.
+pub struct ServedModel {
+    /// The engine's channel.
+    pub engine: EngineHandle,
+    /// Prompt tokenisation and chat templates (no tensors).
+    pub tokenizer: TextTokenizer,
+    /// Rows of the embedding (valid token ids).
+    pub vocab_size: i64,
+    /// Request limits and defaults.
+    pub limits: Limits,
+    /// `<first 12 hex of the weights' SHA-256>-<load time, unix s>`.
+    pub version: String,
+    /// The checkpoint directory.
+    pub path: PathBuf,
+}
+
+impl ServedModel {
+    /// Loads `dir` on a new engine thread and waits for its warm-up decode. Blocking (weights
+    /// are hashed and loaded): call it off the async runtime.
+    pub fn load(dir: &Path, opts: &ServeOptions, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let config = SdarConfig::from_file(&dir.join("config.json"))?;
+        let tokenizer = TextTokenizer::from_dir(dir, &config)?;
+        let version = format!("{}-{}", weights_digest(dir)?, super::unix_now());
+        let max_total = opts
+            .max_total_tokens
+            .min(config.max_position_embeddings as usize);
+        let limits = Limits {
+            served_model: opts.served_model_name.clone(),
+            max_input_tokens: opts.max_input_tokens.min(max_total.saturating_sub(1)),
+            max_total_tokens: max_total,
+            default_block_size: config.block_size.unwrap_or(4),
+            default_steps: config.default_steps_per_block(),
+        };
+        let runner_limits = RunnerLimits {
+            max_batch_size: opts.max_batch_size,
+            max_queue: opts.max_queue,
+            // One block of slack: the last block may run past max_tokens before it is cut.
+            slot_capacity: max_total + 64,
+        };
+        let (load_dir, engine_tokenizer) = (dir.to_path_buf(), tokenizer.clone());
+        let (device, kind) = (opts.device, opts.kind);
+        let load = move || {
+            let model = checkpoint::load(&load_dir, device, kind)?.model;
+            Ok((model, engine_tokenizer))
+        };
+        let engine = spawn_labelled(&version, load, runner_limits, metrics)
+            .with_context(|| format!("loading {}", dir.display()))?;
+        engine
+            .wait_warm(opts.warm_up_timeout)
+            .map_err(anyhow::Error::msg)?;
+        Ok(Self {
+            engine,
+            tokenizer,
+            vocab_size: config.vocab_size,
+            limits,
+            version,
+            path: dir.to_path_buf(),
+        })
+    }
+}
+
+/// The model new requests go to; replaced atomically by a swap.
+pub struct ModelSlot(RwLock<Arc<ServedModel>>);
+
+impl ModelSlot {
+    /// A slot serving `model`.
+    pub fn new(model: ServedModel) -> Self {
+        Self(RwLock::new(Arc::new(model)))
+    }
+
+    /// The model serving now.
+    pub fn current(&self) -> Arc<ServedModel> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Serves `model` from now on; returns the one it replaces.
+    pub fn replace(&self, model: ServedModel) -> Arc<ServedModel> {
+        let mut guard = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::replace(&mut *guard, Arc::new(model))
+    }
+}
+
+/// SHA-256 over the checkpoint's `*.safetensors` files (by name order), first 12 hex digits.
+pub fn weights_digest(dir: &Path) -> anyhow::Result<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    anyhow::ensure!(!files.is_empty(), "{}: no *.safetensors", dir.display());
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    for file in &files {
+        let mut f =
+            std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+        loop {
+            let n = f.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+        }
+    }
+    let hex: String = hasher.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(hex)
+}
