@@ -104,7 +104,11 @@ pub fn start(
     std::fs::create_dir_all(&job_dir)?;
     let _ = std::fs::remove_file(job_dir.join(STATUS_FILE));
     let command = command_line(cfg, record, &job_dir, resume);
-    let stderr = std::fs::File::create(job_dir.join(STDERR_FILE))?;
+    // Appended across resumes, so the first run's lines stay in the tail.
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(job_dir.join(STDERR_FILE))?;
     let stdout = std::fs::File::create(job_dir.join("stdout.log"))?;
     let child = tokio::process::Command::new(&command[0])
         .args(&command[1..])

@@ -34,9 +34,22 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
     };
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        ApiError::invalid(&field, format!("{field}: {}", e.inner()))
+        let message = e.inner().to_string();
+        let field = field_of(&e.path().to_string(), &message);
+        ApiError::invalid(&field, format!("{field}: {message}"))
     })
+}
+
+/// The field a body error is about: its path (which names an unknown field too), or `body`.
+fn field_of(path: &str, message: &str) -> String {
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next());
+    match (path, unknown) {
+        (".", Some(name)) => name.to_string(),
+        (".", None) => "body".to_string(),
+        _ => path.to_string(),
+    }
 }
 
 /// A path error as a 400 naming `field`.
@@ -258,5 +271,27 @@ impl AdminState {
                 )))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_errors_name_their_field() {
+        assert_eq!(
+            field_of(".", "unknown field `bogus`, expected one of `a`"),
+            "bogus"
+        );
+        assert_eq!(
+            field_of("prompts", "unknown field `files`, expected `count`"),
+            "prompts.files"
+        );
+        assert_eq!(
+            field_of("prompts.count", "invalid type: string"),
+            "prompts.count"
+        );
+        assert_eq!(field_of(".", "EOF while parsing"), "body");
     }
 }
