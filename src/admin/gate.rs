@@ -4,7 +4,7 @@
 
 use tokio::sync::mpsc::unbounded_channel;
 
-use crate::engine::runner::{EngineEvent, EngineRequest};
+use crate::engine::request::{collect_text, EngineRequest};
 use crate::engine::GenerationParams;
 use crate::model::SdarConfig;
 use crate::server::served::ServedModel;
@@ -45,18 +45,9 @@ pub async fn held_out_accuracy(model: &ServedModel, n: usize) -> Result<f64, Str
             receivers.push(rx);
         }
         for (problem, mut rx) in chunk.iter().zip(receivers) {
-            let mut text = String::new();
-            loop {
-                match rx.recv().await {
-                    Some(EngineEvent::Block { text: delta, .. }) => text.push_str(&delta),
-                    Some(EngineEvent::Done(done)) => {
-                        text.push_str(&done.text);
-                        break;
-                    }
-                    Some(EngineEvent::Error(e)) => return Err(format!("decoding failed: {e}")),
-                    None => return Err("the candidate's engine stopped".into()),
-                }
-            }
+            let (text, _) = collect_text(&mut rx)
+                .await
+                .map_err(|e| format!("decoding failed: {e}"))?;
             correct += usize::from(check(problem, &text).answer_correct);
         }
     }

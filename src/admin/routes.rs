@@ -46,8 +46,8 @@ fn field_of(path: &str, message: &str) -> String {
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split('`').next());
     match (path, unknown) {
-        (".", Some(name)) => name.to_string(),
-        (".", None) => "body".to_string(),
+        ("." | "?", Some(name)) => name.to_string(),
+        ("." | "?", None) => "body".to_string(),
         _ => path.to_string(),
     }
 }
@@ -280,18 +280,20 @@ mod tests {
 
     #[test]
     fn body_errors_name_their_field() {
+        let param = |body: &str| {
+            parse_body::<JobRequest>(Ok(Bytes::from(body.to_string())))
+                .unwrap_err()
+                .param
+                .unwrap()
+        };
+        assert_eq!(param(r#"{"bogus": 1}"#), "bogus");
+        assert_eq!(param(r#"{"prompts": {"files": "x"}}"#), "prompts.files");
+        assert_eq!(param(r#"{"prompts": {"count": "many"}}"#), "prompts.count");
+        assert_eq!(param("{"), "body");
+        assert_eq!(param(r#"{"teacher": "#), "teacher");
         assert_eq!(
-            field_of(".", "unknown field `bogus`, expected one of `a`"),
-            "bogus"
+            parse_body::<JobRequest>(Ok(Bytes::from_static(b" "))).unwrap(),
+            JobRequest::default()
         );
-        assert_eq!(
-            field_of("prompts", "unknown field `files`, expected `count`"),
-            "prompts.files"
-        );
-        assert_eq!(
-            field_of("prompts.count", "invalid type: string"),
-            "prompts.count"
-        );
-        assert_eq!(field_of(".", "EOF while parsing"), "body");
     }
 }

@@ -1,7 +1,7 @@
 //! Set-up shared by the subcommands: the device and dtype from `--device`/`--dtype`/`--threads`,
 //! and where the bundled models live.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::args::DeviceArgs;
 use crate::model::{parse_device, parse_dtype};
@@ -21,6 +21,11 @@ pub fn setup_device(args: &DeviceArgs) -> anyhow::Result<(tch::Device, tch::Kind
 /// teacher), found next to the sources or the current directory.
 pub fn default_model_dir() -> anyhow::Result<PathBuf> {
     bundled_model(&DEFAULT_MODELS)
+}
+
+/// `--model` if given, else the bundled default model.
+pub fn model_dir(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    given.map_or_else(default_model_dir, |dir| Ok(dir.to_path_buf()))
 }
 
 /// The first of `names` committed under `models/`, next to the sources or the current directory.

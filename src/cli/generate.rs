@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use super::args::{GenerateArgs, InitArgs};
-use super::common::{default_model_dir, setup_device};
+use super::common::{model_dir, setup_device};
 use crate::engine::{generate, Generation, GenerationParams, SpecialIds};
 use crate::model::checkpoint::{self, SaveOptions};
 use crate::model::tokenizer::{
@@ -16,10 +16,7 @@ use crate::model::SdarConfig;
 /// `t3d generate`: decodes one prompt, prints the text, then one line of stats on stderr.
 pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     let (device, kind) = setup_device(&args.device)?;
-    let dir = match &args.model {
-        Some(dir) => dir.clone(),
-        None => default_model_dir()?,
-    };
+    let dir = model_dir(args.model.as_deref())?;
     let loaded = checkpoint::load(&dir, device, kind)?;
     let tokenizer = TextTokenizer::from_dir(&dir, &loaded.config)?;
     let cfg = &loaded.config;

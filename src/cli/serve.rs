@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::args::ServeArgs;
-use super::common::{default_model_dir, setup_device};
+use super::common::{model_dir, setup_device};
 use crate::admin::process::ChildConfig;
 use crate::admin::{AdminConfig, AdminState};
 use crate::metrics::Metrics;
@@ -19,10 +19,7 @@ use crate::server::{serve, unix_now, AppState};
 /// `t3d serve`.
 pub fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
     let (device, kind) = setup_device(&args.device)?;
-    let dir = match &args.model {
-        Some(dir) => dir.clone(),
-        None => default_model_dir()?,
-    };
+    let dir = model_dir(args.model.as_deref())?;
     anyhow::ensure!(
         args.max_batch_size > 0 && args.max_queue > 0,
         "--max-batch-size and --max-queue must be at least 1"

@@ -3,7 +3,7 @@
 use anyhow::Context;
 
 use super::args::{DatasetArgs, EvalArgs, TrainArgs};
-use super::common::{default_model_dir, setup_device};
+use super::common::{model_dir, setup_device};
 use crate::engine::GenerationParams;
 use crate::model::checkpoint;
 use crate::model::TextTokenizer;
@@ -63,10 +63,7 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
 pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
     check_task(&args.task)?;
     let (device, kind) = setup_device(&args.device)?;
-    let dir = match &args.model {
-        Some(dir) => dir.clone(),
-        None => default_model_dir()?,
-    };
+    let dir = model_dir(args.model.as_deref())?;
     let loaded = checkpoint::load(&dir, device, kind)?;
     let tokenizer = TextTokenizer::from_dir(&dir, &loaded.config)?;
     let task = task_of(&loaded.config)?;

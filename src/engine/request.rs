@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Instant;
 
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use super::{FinishReason, GenerationParams};
 
@@ -86,4 +86,23 @@ pub(crate) struct Shared {
     pub(crate) ready: AtomicBool,
     /// The engine thread runs.
     pub(crate) alive: AtomicBool,
+}
+
+/// Waits for a request's end: its whole text (every block's delta and the final one) and its
+/// accounting, or the engine's error message.
+pub async fn collect_text(
+    events: &mut UnboundedReceiver<EngineEvent>,
+) -> Result<(String, Completion), String> {
+    let mut text = String::new();
+    loop {
+        match events.recv().await {
+            Some(EngineEvent::Block { text: delta, .. }) => text.push_str(&delta),
+            Some(EngineEvent::Done(done)) => {
+                text.push_str(&done.text);
+                return Ok((text, done));
+            }
+            Some(EngineEvent::Error(message)) => return Err(message),
+            None => return Err("the engine dropped the request".into()),
+        }
+    }
 }

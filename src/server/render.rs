@@ -13,6 +13,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::error::ApiError;
 use super::schema::Usage;
+use crate::engine::request::collect_text;
 use crate::engine::runner::EngineEvent;
 
 /// Which endpoint a response belongs to.
@@ -115,20 +116,9 @@ pub async fn collect(
     let mut choices = Vec::with_capacity(receivers.len());
     let mut counts = Vec::with_capacity(receivers.len());
     for mut rx in receivers {
-        let mut text = String::new();
-        loop {
-            match rx.recv().await {
-                Some(EngineEvent::Block { text: delta, .. }) => text.push_str(&delta),
-                Some(EngineEvent::Done(done)) => {
-                    text.push_str(&done.text);
-                    choices.push((text, done.finish_reason.as_str().to_string()));
-                    counts.push((done.completion_tokens, done.forwards));
-                    break;
-                }
-                Some(EngineEvent::Error(message)) => return Err(ApiError::internal(message)),
-                None => return Err(ApiError::internal("the engine dropped the request")),
-            }
-        }
+        let (text, done) = collect_text(&mut rx).await.map_err(ApiError::internal)?;
+        choices.push((text, done.finish_reason.as_str().to_string()));
+        counts.push((done.completion_tokens, done.forwards));
     }
     Ok(meta.full(&choices, &Usage::new(meta.prompt_tokens, &counts)))
 }

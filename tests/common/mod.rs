@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: tiny random SDAR checkpoints on disk and in memory.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 
 use t3d::model::checkpoint::{self, LoadedModel, SaveOptions};
@@ -76,4 +78,27 @@ pub fn tiny_train_shape() -> t3d::train::config::ModelShape {
         intermediate_size: 64,
         tie_word_embeddings: true,
     }
+}
+
+/// One HTTP/1.1 request without keep-alive, with an optional bearer token: (status, the whole
+/// response: head and body).
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body.as_bytes()).ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text))
 }
