@@ -1,9 +1,29 @@
-//! Link-time glue for libtorch: an rpath to the libtorch that torch-sys built against (so no
-//! `LD_LIBRARY_PATH` is needed), and a forced `libtorch_cuda.so` dependency when it exists (the
-//! linker's `--as-needed` would otherwise drop it and CUDA would silently be unavailable).
+//! Build glue: the gRPC code from `proto/` (with `protoc` from the `protoc-bin-vendored` crate,
+//! so no system package is needed) and its descriptor set for server reflection; and for
+//! libtorch, an rpath to the libtorch that torch-sys built against (so no `LD_LIBRARY_PATH` is
+//! needed) plus a forced `libtorch_cuda.so` dependency when it exists (the linker's
+//! `--as-needed` would otherwise drop it and CUDA would silently be unavailable).
+
+use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=proto");
+    compile_protos();
+    link_libtorch();
+}
+
+fn compile_protos() {
+    let protoc = protoc_bin_vendored::protoc_bin_path().expect("a vendored protoc for this host");
+    std::env::set_var("PROTOC", protoc);
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("t3d_v1_descriptor.bin"))
+        .compile_protos(&["proto/t3d/v1/generation.proto"], &["proto"])
+        .expect("proto/t3d/v1/generation.proto compiles");
+}
+
+fn link_libtorch() {
     let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;
     };

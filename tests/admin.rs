@@ -183,6 +183,15 @@ fn process_exists(pid: u64) -> bool {
     state.is_some_and(|s| s != 'Z' && s != 'X')
 }
 
+/// Waits up to 10 s for process `pid` to end.
+fn wait_gone(pid: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_exists(pid) {
+        assert!(Instant::now() < deadline, "{what} (pid {pid})");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Streaming completions sent back to back until stopped: (status, fingerprint) per request,
 /// with the time each was sent.
 fn stream_clients(
@@ -435,14 +444,7 @@ fn a_corrupt_teacher_fails_its_job_and_a_cancelled_job_leaves_no_process() {
     )
     .unwrap();
     assert_eq!(record["state"], "interrupted");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while process_exists(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "the child {pid} outlived the server"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_gone(pid, "the child outlived the server");
 }
 
 #[test]
@@ -465,7 +467,7 @@ fn the_job_list_survives_a_crash_and_the_interrupted_job_resumes() {
         (job["id"].as_str(), job["state"].as_str()),
         (Some(id.as_str()), Some("interrupted"))
     );
-    assert!(!process_exists(pid), "the orphaned child was stopped");
+    wait_gone(pid, "the orphaned child was stopped");
     let (status, _) = server.admin("POST", &format!("/admin/v1/jobs/{id}/resume"), &json!({}));
     assert_eq!(status, 202);
     let job = server.wait_job(&id, 180, |j| {

@@ -101,9 +101,10 @@ impl AdminState {
             let _ = self
                 .store
                 .update(&job.id, |r| r.state = JobState::Interrupted);
-            if let Some(child) = self.lock_children().get(&job.id) {
-                tracing::info!(job = %job.id, "server stopping: interrupting the job");
-                child.cancel();
+            // Signalled here, not through the monitor task: the runtime may stop first.
+            if let Some(pid) = job.pid {
+                tracing::info!(job = %job.id, pid, "server stopping: interrupting the job");
+                process::signal_group(pid, nix::sys::signal::Signal::SIGTERM);
             }
             self.publish_job_counts();
         }

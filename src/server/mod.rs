@@ -2,6 +2,7 @@
 //! HTTP metrics, request ids, graceful shutdown. Handlers hold only an [`EngineHandle`]; all
 //! tensor work happens on the engine thread.
 
+pub mod admission;
 pub mod error;
 pub mod render;
 pub mod routes;
