@@ -89,7 +89,7 @@ impl RunLog {
         self.window.add(metrics, 1.0);
         self.window_steps += 1;
         self.bar.set_position(step);
-        if step % every.max(1) != 0 {
+        if !step.is_multiple_of(every.max(1)) {
             return Ok(());
         }
         let mut means = std::mem::take(&mut self.window);

@@ -192,7 +192,7 @@ fn initial_models(cfg: &DistillConfig, opts: &DistillOptions) -> anyhow::Result<
 }
 
 fn refresh_reference(cfg: &DistillConfig, models: &mut Models, step: u64) -> anyhow::Result<()> {
-    if cfg.round_interval == 0 || step % cfg.round_interval != 0 {
+    if cfg.round_interval == 0 || !step.is_multiple_of(cfg.round_interval) {
         return Ok(());
     }
     if let Some(reference) = models.reference.as_mut() {

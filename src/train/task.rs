@@ -94,7 +94,7 @@ impl Problem {
 
     /// The split this problem belongs to under `config`.
     pub fn split(&self, config: &ArithConfig) -> Split {
-        if canonical_hash(&self.operands) % config.test_modulus == 0 {
+        if canonical_hash(&self.operands).is_multiple_of(config.test_modulus) {
             Split::Test
         } else {
             Split::Train

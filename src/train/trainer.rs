@@ -242,7 +242,7 @@ impl Run {
         self.window.1 += 1;
         self.window.2 += tokens;
         self.bar.set_position(step);
-        if step % self.log_every != 0 {
+        if !step.is_multiple_of(self.log_every) {
             return Ok(());
         }
         let (sum, count, tokens) = std::mem::take(&mut self.window);
