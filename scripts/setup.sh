@@ -17,6 +17,14 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install --disable-pip-version-check -q transformers safetensors numpy openai
   touch "$stamp"
 fi
+# The gRPC test client is generated from proto/ by grpcio-tools (setuptools stays below what
+# torch 2.11 accepts).
+grpc_stamp=.venv/.t3d-setup-grpc-1
+if [ ! -f "$grpc_stamp" ]; then
+  .venv/bin/pip install --disable-pip-version-check -q grpcio grpcio-tools \
+    grpcio-health-checking grpcio-reflection "setuptools<82"
+  touch "$grpc_stamp"
+fi
 
 torch_dir=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 # torch-sys skips its version check without this file; write the exact version it expects.

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub admin_jobs: IntGaugeVec,
     /// Model hot-swaps by result (`swapped`, `refused`, `rolled_back`).
     pub model_swaps: IntCounterVec,
+    /// gRPC calls by method and status code.
+    pub grpc_requests: IntCounterVec,
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -214,6 +216,14 @@ impl Metrics {
                     &["result"],
                 ),
             ),
+            grpc_requests: register(
+                &r,
+                labelled(
+                    "t3d_grpc_requests_total",
+                    "gRPC calls by method and status code.",
+                    &["method", "code"],
+                ),
+            ),
             registry: r,
         }
     }
@@ -273,6 +283,9 @@ mod tests {
             assert!(text.contains(name), "missing {name}");
         }
         let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
-        assert_eq!(families, 22);
+        assert_eq!(
+            families, 22,
+            "labelled families without samples are not rendered"
+        );
     }
 }

@@ -45,7 +45,7 @@ pub async fn held_out_accuracy(model: &ServedModel, n: usize) -> Result<f64, Str
             receivers.push(rx);
         }
         for (problem, mut rx) in chunk.iter().zip(receivers) {
-            let (text, _) = collect_text(&mut rx)
+            let (text, ..) = collect_text(&mut rx)
                 .await
                 .map_err(|e| format!("decoding failed: {e}"))?;
             correct += usize::from(check(problem, &text).answer_correct);

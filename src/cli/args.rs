@@ -211,6 +211,9 @@ pub struct ServeArgs {
     /// Listen port.
     #[arg(long, env = "T3D_PORT", default_value_t = 8000)]
     pub port: u16,
+    /// Serve the gRPC API (`proto/t3d/v1`) on this port (off unless set).
+    #[arg(long, env = "T3D_GRPC_PORT")]
+    pub grpc_port: Option<u16>,
     /// Serve `/metrics` on this port too (it is always on the main port).
     #[arg(long, env = "T3D_METRICS_PORT")]
     pub metrics_port: Option<u16>,

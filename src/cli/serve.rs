@@ -13,6 +13,7 @@ use super::common::{model_dir, setup_device};
 use crate::admin::process::ChildConfig;
 use crate::admin::{AdminConfig, AdminState};
 use crate::metrics::Metrics;
+use crate::server::grpc::serve_grpc;
 use crate::server::served::{ModelSlot, ServeOptions, ServedModel};
 use crate::server::{serve, unix_now, AppState};
 
@@ -61,15 +62,21 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
             Some((cfg, addr)) => Some(AdminState::start(cfg, state.clone(), addr).await?),
             None => None,
         };
-        let result = serve(
-            state,
-            addr,
-            metrics_addr,
-            Duration::from_secs(args.shutdown_grace),
-        )
-        .await;
+        let grace = Duration::from_secs(args.shutdown_grace);
+        let grpc = args.grpc_port.map(|port| {
+            let grpc_addr = SocketAddr::new(addr.ip(), port);
+            tokio::spawn(serve_grpc(state.clone(), grpc_addr, grace))
+        });
+        let result = serve(state, addr, metrics_addr, grace).await;
         if let Some(admin) = admin {
             admin.shutdown();
+        }
+        if let Some(grpc) = grpc {
+            match tokio::time::timeout(grace + Duration::from_secs(1), grpc).await {
+                Ok(Ok(Err(e))) => tracing::error!(error = %format!("{e:#}"), "gRPC server"),
+                Ok(_) => {}
+                Err(_) => tracing::warn!("gRPC streams still open after the grace period"),
+            }
         }
         result
     })

@@ -88,18 +88,24 @@ pub(crate) struct Shared {
     pub(crate) alive: AtomicBool,
 }
 
-/// Waits for a request's end: its whole text (every block's delta and the final one) and its
-/// accounting, or the engine's error message.
+/// Waits for a request's end: its whole text (every block's delta and the final one), its
+/// completion token ids and its accounting, or the engine's error message.
 pub async fn collect_text(
     events: &mut UnboundedReceiver<EngineEvent>,
-) -> Result<(String, Completion), String> {
-    let mut text = String::new();
+) -> Result<(String, Vec<i64>, Completion), String> {
+    let (mut text, mut tokens) = (String::new(), Vec::new());
     loop {
         match events.recv().await {
-            Some(EngineEvent::Block { text: delta, .. }) => text.push_str(&delta),
+            Some(EngineEvent::Block {
+                text: delta,
+                tokens: block,
+            }) => {
+                text.push_str(&delta);
+                tokens.extend_from_slice(&block);
+            }
             Some(EngineEvent::Done(done)) => {
                 text.push_str(&done.text);
-                return Ok((text, done));
+                return Ok((text, tokens, done));
             }
             Some(EngineEvent::Error(message)) => return Err(message),
             None => return Err("the engine dropped the request".into()),

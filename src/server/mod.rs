@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod error;
+pub mod grpc;
 pub mod render;
 pub mod routes;
 pub mod schema;

@@ -116,7 +116,7 @@ pub async fn collect(
     let mut choices = Vec::with_capacity(receivers.len());
     let mut counts = Vec::with_capacity(receivers.len());
     for mut rx in receivers {
-        let (text, done) = collect_text(&mut rx).await.map_err(ApiError::internal)?;
+        let (text, _, done) = collect_text(&mut rx).await.map_err(ApiError::internal)?;
         choices.push((text, done.finish_reason.as_str().to_string()));
         counts.push((done.completion_tokens, done.forwards));
     }
