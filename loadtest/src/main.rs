@@ -1,8 +1,9 @@
-//! `loadtest`: closed-loop load against a t3d server on loopback. For each concurrency level,
+//! `loadtest`: closed-loop load against a t3d server on loopback (HTTP, or gRPC with `--grpc`). For each concurrency level,
 //! that many workers send streaming completions back to back until the request count or the
 //! duration is reached; it reports p50/p90/p99 time to first block and latency, completion
 //! tokens per second and errors, as a table and JSON.
 
+mod grpc;
 mod stats;
 
 use std::time::{Duration, Instant};
@@ -49,6 +50,10 @@ struct Args {
     /// Write the reports as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Send the same requests over gRPC to this address (`http://127.0.0.1:PORT`, the server's
+    /// `--grpc-port`) instead of HTTP.
+    #[arg(long)]
+    grpc: Option<String>,
 }
 
 fn check_loopback(url: &str) -> anyhow::Result<()> {
@@ -138,6 +143,7 @@ async fn one_request(client: &reqwest::Client, args: &Args, extra: &Value) -> Sa
 
 async fn run_level(
     client: &reqwest::Client,
+    grpc_client: Option<&grpc::Client>,
     args: &Args,
     extra: &Value,
     concurrency: usize,
@@ -145,14 +151,24 @@ async fn run_level(
     let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
     let issued = std::sync::atomic::AtomicUsize::new(0);
     let start = Instant::now();
-    let workers = (0..concurrency).map(|_| async {
-        let mut samples = Vec::new();
-        while Instant::now() < deadline
-            && issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < args.requests
-        {
-            samples.push(one_request(client, args, extra).await);
+    let workers = (0..concurrency).map(|_| {
+        let mut grpc_client = grpc_client.cloned();
+        let issued = &issued;
+        async move {
+            let mut samples = Vec::new();
+            while Instant::now() < deadline
+                && issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < args.requests
+            {
+                let sample = match grpc_client.as_mut() {
+                    Some(c) => {
+                        grpc::one_request(c, &body(args, extra), args.api_key.as_deref()).await
+                    }
+                    None => one_request(client, args, extra).await,
+                };
+                samples.push(sample);
+            }
+            samples
         }
-        samples
     });
     let samples: Vec<Sample> = futures::future::join_all(workers)
         .await
@@ -166,14 +182,21 @@ async fn run_level(
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     check_loopback(&args.url)?;
+    if let Some(url) = &args.grpc {
+        check_loopback(url)?;
+    }
     let extra: Value = serde_json::from_str(&args.extra)?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
+    let grpc_client = match &args.grpc {
+        Some(url) => Some(grpc::connect(url.clone()).await?),
+        None => None,
+    };
     let mut reports = Vec::new();
     println!("{}", Report::header());
     for &c in &args.concurrency {
-        let report = run_level(&client, &args, &extra, c).await;
+        let report = run_level(&client, grpc_client.as_ref(), &args, &extra, c).await;
         println!("{}", report.row());
         reports.push(report);
     }
