@@ -6,9 +6,8 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,11 +16,6 @@ use common::http;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "admin-test-token";
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 /// A models directory with copies of the bundled teacher and student, plus a data directory.
 struct Dirs {
@@ -67,46 +61,42 @@ struct Server {
 
 impl Server {
     fn start(dirs: &Dirs) -> Self {
-        let (port, admin_port) = (free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_t3d"))
-            .arg("serve")
-            .args([
-                "--model",
-                dirs.models().join("arith-student").to_str().unwrap(),
-            ])
-            .args([
-                "--port",
-                &port.to_string(),
-                "--admin-port",
-                &admin_port.to_string(),
-            ])
-            .args([
-                "--admin-token",
-                TOKEN,
-                "--threads",
-                "1",
-                "--admin-job-threads",
-                "1",
-            ])
-            .args(["--jobs-dir", dirs.path("jobs").to_str().unwrap()])
-            .args(["--data-dir", dirs.path("data").to_str().unwrap()])
-            .args(["--admin-kill-grace", "2", "--shutdown-grace", "5"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        let (port, admin_port) = (common::free_port(), common::free_port());
+        let (jobs, data) = (dirs.path("jobs"), dirs.path("data"));
+        let model = dirs.models().join("arith-student");
+        let (port_arg, admin_arg) = (port.to_string(), admin_port.to_string());
+        let mut args = vec!["--model", model.to_str().unwrap(), "--port", &port_arg];
+        args.extend([
+            "--admin-port",
+            &admin_arg,
+            "--admin-token",
+            TOKEN,
+            "--threads",
+            "1",
+        ]);
+        args.extend([
+            "--admin-job-threads",
+            "1",
+            "--jobs-dir",
+            jobs.to_str().unwrap(),
+        ]);
+        args.extend([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--admin-kill-grace",
+            "2",
+        ]);
+        args.extend(["--shutdown-grace", "5"]);
+        let child = common::spawn_serve(&args);
         let server = Self {
             child,
             port,
             admin_port,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http(port, "GET", "/ready", "", None).map(|r| r.0) != Some(200)
-            || http(admin_port, "GET", "/admin/v1/jobs", "", Some(TOKEN)).is_none()
-        {
-            assert!(Instant::now() < deadline, "server did not become ready");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        common::wait_until("server did not become ready", 60, || {
+            http(port, "GET", "/ready", "", None).map(|r| r.0) == Some(200)
+                && http(admin_port, "GET", "/admin/v1/jobs", "", Some(TOKEN)).is_some()
+        });
         server
     }
 

@@ -4,10 +4,8 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
 use t3d::server::grpc::pb;
 use t3d::server::grpc::pb::generation_client::GenerationClient;
@@ -20,52 +18,37 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Server {
     fn start(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let model = common::save_with_tokenizer(&common::tiny_model(3), &dir.path().join("tiny"));
-        let (port, grpc_port) = (free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_t3d"))
-            .args([
-                "serve",
-                "--model",
-                model.to_str().unwrap(),
-                "--threads",
-                "1",
-            ])
-            .args([
-                "--port",
-                &port.to_string(),
-                "--grpc-port",
-                &grpc_port.to_string(),
-            ])
-            .args(["--max-total-tokens", "600", "--shutdown-grace", "20"])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        let (port, grpc_port) = (common::free_port(), common::free_port());
+        let (model, port_arg, grpc_arg) = (
+            model.to_str().unwrap(),
+            port.to_string(),
+            grpc_port.to_string(),
+        );
+        let mut args = vec!["--model", model, "--threads", "1", "--port", &port_arg];
+        args.extend([
+            "--grpc-port",
+            &grpc_arg,
+            "--max-total-tokens",
+            "600",
+            "--shutdown-grace",
+            "20",
+        ]);
+        args.extend(extra);
+        let child = common::spawn_serve(&args);
         let server = Self {
             child,
             port,
             grpc_port,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while common::http(port, "GET", "/ready", "", None).map(|r| r.0) != Some(200)
-            || std::net::TcpStream::connect(("127.0.0.1", grpc_port)).is_err()
-        {
-            assert!(Instant::now() < deadline, "server did not become ready");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        common::wait_until("server did not become ready", 60, || {
+            common::http(port, "GET", "/ready", "", None).map(|r| r.0) == Some(200)
+                && std::net::TcpStream::connect(("127.0.0.1", grpc_port)).is_ok()
+        });
         server
     }
 }

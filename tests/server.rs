@@ -4,9 +4,9 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 struct Server {
@@ -19,42 +19,20 @@ impl Server {
     fn start(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let model = common::save_with_tokenizer(&common::tiny_model(3), &dir.path().join("tiny"));
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_t3d"))
-            .args([
-                "serve",
-                "--model",
-                model.to_str().unwrap(),
-                "--port",
-                &port.to_string(),
-            ])
-            .args([
-                "--threads",
-                "1",
-                "--max-body-bytes",
-                "65536",
-                "--max-total-tokens",
-                "600",
-            ])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        let port = common::free_port();
+        let (model, port_arg) = (model.to_str().unwrap(), port.to_string());
+        let mut args = vec!["--model", model, "--port", &port_arg, "--threads", "1"];
+        args.extend(["--max-body-bytes", "65536", "--max-total-tokens", "600"]);
+        args.extend(extra);
+        let child = common::spawn_serve(&args);
         let server = Self {
             child,
             port,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while request(port, "GET", "/ready", "").map(|r| r.0) != Some(200) {
-            assert!(Instant::now() < deadline, "server did not become ready");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        common::wait_until("server did not become ready", 60, || {
+            request(port, "GET", "/ready", "").map(|r| r.0) == Some(200)
+        });
         server
     }
 
