@@ -29,6 +29,8 @@ pub struct ChildConfig {
     pub base_config: Option<PathBuf>,
     /// SIGTERM to SIGKILL.
     pub kill_grace: Duration,
+    /// The child's niceness (0 = as the server): the engine keeps the CPU it needs.
+    pub nice: u8,
 }
 
 /// The file the child writes its phase to.
@@ -43,12 +45,16 @@ pub fn command_line(
     job_dir: &Path,
     resume: bool,
 ) -> Vec<String> {
-    let mut args = vec![
+    let mut args = Vec::new();
+    if cfg.nice > 0 {
+        args.extend(["nice".into(), "-n".into(), cfg.nice.to_string()]);
+    }
+    args.extend([
         cfg.exe.display().to_string(),
         "distill".into(),
         "--teacher".into(),
         record.teacher.display().to_string(),
-    ];
+    ]);
     match &record.prompts {
         PromptSource::Count(n) => args.extend(["--num-prompts".into(), n.to_string()]),
         PromptSource::File(path) => args.extend(["--prompts".into(), path.display().to_string()]),

@@ -276,6 +276,10 @@ pub struct AdminArgs {
     /// Base distillation config every job starts from (default: the trainer's defaults).
     #[arg(long, env = "T3D_ADMIN_DISTILL_CONFIG")]
     pub admin_distill_config: Option<PathBuf>,
+    /// Niceness of a job's trainer process (0 = the server's priority), so serving keeps the
+    /// CPU it needs while a job trains.
+    #[arg(long, env = "T3D_ADMIN_JOB_NICE", default_value_t = 10)]
+    pub admin_job_nice: u8,
     /// Seconds between SIGTERM and SIGKILL when a job is cancelled.
     #[arg(long, env = "T3D_ADMIN_KILL_GRACE", default_value_t = 10)]
     pub admin_kill_grace: u64,

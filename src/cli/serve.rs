@@ -120,6 +120,7 @@ fn admin_config(
             device: args.device.device.clone(),
             base_config: a.admin_distill_config.clone(),
             kill_grace: Duration::from_secs(a.admin_kill_grace),
+            nice: a.admin_job_nice,
         },
         serve,
     };

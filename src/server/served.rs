@@ -57,6 +57,9 @@ impl ServedModel {
     /// Loads `dir` on a new engine thread and waits for its warm-up decode. Blocking (weights
     /// are hashed and loaded): call it off the async runtime.
     pub fn load(dir: &Path, opts: &ServeOptions, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let dir = &dir
+            .canonicalize()
+            .with_context(|| format!("opening {}", dir.display()))?;
         let config = SdarConfig::from_file(&dir.join("config.json"))?;
         let tokenizer = TextTokenizer::from_dir(dir, &config)?;
         let version = format!("{}-{}", weights_digest(dir)?, super::unix_now());
