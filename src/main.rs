@@ -29,6 +29,7 @@ fn main() {
         Command::Distill(args) => distill::run_distill(args),
         Command::Compare(args) => distill::run_compare(args),
         Command::Serve(args) => serve::run_serve(args),
+        Command::Health(args) => serve::run_health(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

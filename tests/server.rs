@@ -198,3 +198,27 @@ fn sigterm_finishes_in_flight_work_and_refuses_new_requests() {
     let exit = server.child.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
 }
+
+#[test]
+fn the_health_subcommand_checks_a_live_server() {
+    let server = Server::start(&[]);
+    let health = |port: u16| {
+        Command::new(env!("CARGO_BIN_EXE_t3d"))
+            .args(["health", "--port", &port.to_string()])
+            .output()
+            .unwrap()
+    };
+    let up = health(server.port);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let down = health(common::free_port());
+    assert!(!down.status.success());
+    let err = String::from_utf8_lossy(&down.stderr);
+    assert!(
+        err.starts_with("error: connecting to 127.0.0.1:") && err.lines().count() == 1,
+        "{err}"
+    );
+}

@@ -42,6 +42,8 @@ pub enum Command {
     Compare(CompareArgs),
     /// Serve the OpenAI-compatible HTTP API (completions, chat, SSE, metrics).
     Serve(ServeArgs),
+    /// Exit 0 if a local server answers `/health` with 200 (a container health check).
+    Health(HealthArgs),
 }
 
 /// Where the model runs.
@@ -247,6 +249,20 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub admin: AdminArgs,
+}
+
+/// `t3d health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The server's address (its `--port` is read from `T3D_PORT` too).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// The server's port.
+    #[arg(long, env = "T3D_PORT", default_value_t = 8000)]
+    pub port: u16,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 3)]
+    pub timeout: u64,
 }
 
 /// The admin API of `t3d serve` (distillation jobs, model hot-swap): off unless a token is set.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::args::ServeArgs;
+use super::args::{HealthArgs, ServeArgs};
 use super::common::{model_dir, setup_device};
 use crate::admin::process::ChildConfig;
 use crate::admin::{AdminConfig, AdminState};
@@ -80,6 +80,23 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
         }
         result
     })
+}
+
+/// `t3d health`: one `GET /health` over plain TCP; Ok when the answer is 200.
+pub fn run_health(args: &HealthArgs) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let addr = socket_addr(&args.host, args.port)?;
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let status = answer.split_whitespace().nth(1).unwrap_or("none");
+    anyhow::ensure!(status == "200", "{addr}/health answered {status}");
+    println!("ok");
+    Ok(())
 }
 
 fn socket_addr(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
