@@ -80,7 +80,11 @@ cleanup() {
 trap cleanup EXIT
 
 started=$(date +%s)
-pm build --network host --pull=never -t "$image" . > "$cache/build.log" 2>&1 ||
+# The builder stage is tagged too, so its layers are not dangling: the clean-up below keeps
+# them, and the next run builds only what changed.
+pm build --network host --pull=never --target builder -t localhost/t3d-builder:cache . \
+  > "$cache/build.log" 2>&1 || { tail -40 "$cache/build.log"; exit 1; }
+pm build --network host --pull=never -t "$image" . >> "$cache/build.log" 2>&1 ||
   { tail -40 "$cache/build.log"; exit 1; }
 echo "[container-test] image built in $(( $(date +%s) - started )) s;" \
   "size $(pm image inspect "$image" --format '{{.Size}}' | awk '{printf "%.2f GB", $1/1e9}')"
@@ -120,10 +124,11 @@ out=$(pm run --rm "$image" generate --chat --prompt "17+4+12+9" --max-tokens 64 
 echo "[container-test] one-shot generate: $out"
 
 # A long request in flight when `podman stop` sends SIGTERM must still finish.
-curl -sN "$url/v1/completions" -d '{"prompt": "1+2", "max_tokens": 600, "steps_per_block": 4,
+curl -sN "$url/v1/completions" -d '{"prompt": "1+2", "max_tokens": 900, "steps_per_block": 4,
   "ignore_eos": true, "stream": true}' > "$cache/inflight.txt" &
 inflight=$!
-sleep 0.3
+until grep -q '"choices"' "$cache/inflight.txt" 2> /dev/null; do sleep 0.05; done
+kill -0 "$inflight" 2> /dev/null || { echo "the request ended before the stop: make it longer"; exit 1; }
 stop_started=$(date +%s)
 pm stop -t 30 "$cid" > /dev/null
 wait "$inflight"
