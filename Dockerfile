@@ -64,13 +64,9 @@ COPY --from=builder /usr/local/bin/t3d /usr/local/bin/t3d
 COPY models /opt/t3d/models
 WORKDIR /home/t3d
 USER 10001:10001
-# OpenMP threads that sleep instead of spinning at barriers: a container usually shares its
-# CPUs, and spinning threads that lose their core stall every forward (measured under podman on
-# 2 cores, batch 1: 233 ms per forward spinning, 2.2 ms passive; 1.1 ms with T3D_THREADS=1).
 ENV T3D_MODEL=/opt/t3d/models/arith-student \
     T3D_HOST=0.0.0.0 \
-    T3D_GRPC_PORT=50051 \
-    OMP_WAIT_POLICY=PASSIVE
+    T3D_GRPC_PORT=50051
 EXPOSE 8000 8001 50051
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["t3d", "health"]
