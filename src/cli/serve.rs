@@ -39,7 +39,7 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
         warm_up_timeout: Duration::from_secs(600),
     };
     let metrics = Arc::new(Metrics::new());
-    let served = ServedModel::load(&dir, &options, metrics.clone())?;
+    let served = ServedModel::load(&dir, &options, metrics.clone(), None)?;
     metrics.set_model(&served.version, &served.path.display().to_string());
     tracing::info!(model = %dir.display(), name = %options.served_model_name,
         version = %served.version, "model loaded");

@@ -54,14 +54,27 @@ pub struct ServedModel {
 }
 
 impl ServedModel {
-    /// Loads `dir` on a new engine thread and waits for its warm-up decode. Blocking (weights
-    /// are hashed and loaded): call it off the async runtime.
-    pub fn load(dir: &Path, opts: &ServeOptions, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    /// Loads `dir` on a new engine thread and waits for its warm-up decode; with
+    /// `same_vocabulary_as`, its tokenizer must map every token as that one does (checked
+    /// before any weight is read). Blocking (weights are hashed and loaded): call it off the
+    /// async runtime.
+    pub fn load(
+        dir: &Path,
+        opts: &ServeOptions,
+        metrics: Arc<Metrics>,
+        same_vocabulary_as: Option<&TextTokenizer>,
+    ) -> anyhow::Result<Self> {
         let dir = &dir
             .canonicalize()
             .with_context(|| format!("opening {}", dir.display()))?;
         let config = SdarConfig::from_file(&dir.join("config.json"))?;
         let tokenizer = TextTokenizer::from_dir(dir, &config)?;
+        if let Some(served) = same_vocabulary_as {
+            anyhow::ensure!(
+                tokenizer.same_vocabulary(served),
+                "its tokenizer's vocabulary differs from the served one (set replace_tokenizer to accept it)"
+            );
+        }
         let version = format!("{}-{}", weights_digest(dir)?, super::unix_now());
         let max_total = opts
             .max_total_tokens
