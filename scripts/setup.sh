@@ -13,15 +13,15 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.t3d-setup-$TORCH_VERSION
 if [ ! -f "$stamp" ]; then
-  .venv/bin/pip install --disable-pip-version-check -q "torch==$TORCH_VERSION"
-  .venv/bin/pip install --disable-pip-version-check -q transformers safetensors numpy openai
+  .venv/bin/pip install --no-cache-dir --disable-pip-version-check -q "torch==$TORCH_VERSION"
+  .venv/bin/pip install --no-cache-dir --disable-pip-version-check -q transformers safetensors numpy openai
   touch "$stamp"
 fi
 # The gRPC test client is generated from proto/ by grpcio-tools (setuptools stays below what
 # torch 2.11 accepts).
 grpc_stamp=.venv/.t3d-setup-grpc-1
 if [ ! -f "$grpc_stamp" ]; then
-  .venv/bin/pip install --disable-pip-version-check -q grpcio grpcio-tools \
+  .venv/bin/pip install --no-cache-dir --disable-pip-version-check -q grpcio grpcio-tools \
     grpcio-health-checking grpcio-reflection "setuptools<82"
   touch "$grpc_stamp"
 fi
