@@ -51,10 +51,7 @@ pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
 /// The prompt's token ids, through the chat template with `--chat`.
 fn prompt_ids(args: &GenerateArgs, tokenizer: &TextTokenizer) -> anyhow::Result<Vec<i64>> {
     let text = if args.chat {
-        let msg = ChatMessage {
-            role: "user".into(),
-            content: args.prompt.clone(),
-        };
+        let msg = ChatMessage::new("user", &args.prompt);
         tokenizer.apply_chat_template(&[msg], true)?
     } else {
         args.prompt.clone()
@@ -87,7 +84,7 @@ pub fn run_init(args: &InitArgs) -> anyhow::Result<()> {
         "shape `{}` needs its own tokenizer; only tiny and small can be initialised",
         args.shape
     );
-    config.eos_token_id = Some(256);
+    config.eos_token_id = Some(256.into());
     config.mask_token_id = Some(257);
     let loaded = checkpoint::random(&config, tch::Device::Cpu, tch::Kind::Float, args.seed);
     let staging = tempfile::tempdir().context("creating a temporary directory")?;

@@ -32,6 +32,8 @@ pub struct BlockDecoder<'m> {
     tokenizer: Option<&'m TextTokenizer>,
     cache: KvCache,
     special: SpecialIds,
+    /// Ids never sampled (`<|MASK|>`, rows without a token), on the model's device.
+    never_generate: Tensor,
     stats: DecodeStats,
 }
 
@@ -47,11 +49,13 @@ impl<'m> BlockDecoder<'m> {
     ) -> Self {
         let kind = model.dtype();
         let cache = KvCache::new(model.config(), slots, capacity, kind, model.device());
+        let banned = tokenizer.map_or_else(|| vec![special.mask], |t| t.never_generate.clone());
         Self {
             model,
             tokenizer,
             cache,
             special,
+            never_generate: Tensor::from_slice(&banned).to_device(model.device()),
             stats: DecodeStats::default(),
         }
     }
@@ -145,7 +149,8 @@ impl<'m> BlockDecoder<'m> {
         Ok(outcomes)
     }
 
-    /// Logits `(B·b, V)` of every sequence's block rows.
+    /// Logits `(B·b, V)` of every sequence's block rows; never-generate ids get `-inf`, so a
+    /// mask id is never committed as a finished token.
     fn block_logits(&self, batch: &ForwardBatch) -> Tensor {
         let binding = self.cache.bind(&batch.plan);
         let input = ForwardInput {
@@ -157,7 +162,9 @@ impl<'m> BlockDecoder<'m> {
         };
         let logits = self.model.logits(&self.model.hidden_states(&input)); // (B, b, V)
         let vocab = logits.size()[2];
-        logits.reshape([-1, vocab])
+        let mut rows = logits.reshape([-1, vocab]);
+        let _ = rows.index_fill_(1, &self.never_generate, f64::NEG_INFINITY);
+        rows
     }
 }
 

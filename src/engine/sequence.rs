@@ -54,6 +54,8 @@ pub struct Sequence {
     finish: Option<FinishReason>,
     forwards: u32,
     text: CompletionText,
+    /// The last committed token is the EOS / stop token that ended the sequence (never text).
+    ended_on_token: bool,
 }
 
 /// What one denoising step did to a sequence.
@@ -97,6 +99,7 @@ impl Sequence {
             finish: None,
             forwards: 0,
             text: CompletionText::new(&params.stop.stop_strings),
+            ended_on_token: false,
             params,
         }
     }
@@ -191,6 +194,7 @@ impl Sequence {
                 || stop.stop_token_ids.contains(&token)
             {
                 self.finish = Some(FinishReason::Stop);
+                self.ended_on_token = true;
                 break;
             }
         }
@@ -215,14 +219,19 @@ impl Sequence {
         self.block_step = 0;
     }
 
-    /// Detokenises newly committed tokens; a stop string in them ends the sequence
-    /// (`finish_reason` becomes `Stop`) and returns `true`.
+    /// Detokenises newly committed tokens (the token that ended the sequence, if one did, is
+    /// not text); a stop string in them ends the sequence (`finish_reason` becomes `Stop`) and
+    /// returns `true`.
     pub fn push_text(
         &mut self,
         tokenizer: &TextTokenizer,
         committed: &[i64],
     ) -> Result<bool, ModelError> {
-        if !self.text.push(tokenizer, committed)? {
+        let text_tokens = match committed.split_last() {
+            Some((_, before)) if self.ended_on_token => before,
+            _ => committed,
+        };
+        if !self.text.push(tokenizer, text_tokens)? {
             return Ok(false);
         }
         self.finish.get_or_insert(FinishReason::Stop);
@@ -353,6 +362,34 @@ mod tests {
         assert_eq!(
             (out.committed, out.finished),
             (vec![42], Some(FinishReason::Stop))
+        );
+    }
+
+    #[test]
+    fn the_token_that_ends_a_sequence_is_not_text() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::model::tokenizer::write_byte_tokenizer(dir.path()).unwrap();
+        let cfg = crate::model::SdarConfig::tiny(260);
+        let tok = TextTokenizer::from_dir(dir.path(), &cfg).unwrap();
+        let x = i64::from(b'x');
+        let mut p = params(1, 16);
+        p.stop.stop_token_ids = vec![x];
+        let ids = SpecialIds {
+            eos: 256,
+            mask: 257,
+        };
+        let mut seq = Sequence::new(1, &[5, 6, 7, 8], p, ids);
+        let (a, b) = (i64::from(b'a'), i64::from(b'b'));
+        let out = seq.apply_step(&[a, b, x, a], &[0.5; 4], &[0.0; 4]);
+        assert_eq!(
+            (out.committed.as_slice(), out.finished),
+            (&[a, b, x][..], Some(FinishReason::Stop))
+        );
+        seq.push_text(&tok, &out.committed).unwrap();
+        assert_eq!(
+            seq.text(),
+            "ab",
+            "the stop token `x` is a token of the completion, not text"
         );
     }
 }

@@ -124,10 +124,7 @@ mod tests {
         let encoded = tok.encode(text).unwrap();
         assert_eq!(encoded.len(), text.len());
         assert_eq!(tok.decode(&encoded, true).unwrap(), text);
-        let msg = ChatMessage {
-            role: "user".into(),
-            content: "2+3".into(),
-        };
+        let msg = ChatMessage::new("user", "2+3");
         let prompt = tok.apply_chat_template(&[msg], true).unwrap();
         // <|im_start|> user \n 2 + 3 <|im_end|> \n <|im_start|> assistant \n
         assert_eq!(tok.encode(&prompt).unwrap().len(), 11);

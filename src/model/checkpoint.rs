@@ -1,5 +1,5 @@
 //! Checkpoints in Hugging Face layout: `config.json`, `model.safetensors` (or shards with
-//! `model.safetensors.index.json`), `tokenizer.json`, `tokenizer_config.json`.
+//! `model.safetensors.index.json`) and the tokenizer, template and generation files beside them.
 //!
 //! Loading checks every expected tensor is present with the right shape and nothing unexpected
 //! is there, naming the file and tensor on failure. Saving writes a sibling temporary directory
@@ -13,11 +13,17 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::{ModelError, Sdar, SdarConfig};
 
-/// Tokenizer files copied along with a checkpoint when present.
-pub const TOKENIZER_FILES: [&str; 3] = [
+/// The tokenizer, chat-template and generation files a checkpoint carries besides its config
+/// and weights: every one present is copied into a checkpoint saved from it.
+pub const COMPANION_FILES: [&str; 8] = [
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "generation_config.json",
 ];
 const INDEX_FILE: &str = "model.safetensors.index.json";
 const SINGLE_FILE: &str = "model.safetensors";
@@ -220,7 +226,7 @@ fn to_host(name: &str, tensor: &Tensor) -> Result<HostTensor, ModelError> {
 pub struct SaveOptions {
     /// Split the weights into shards of at most this many bytes (`None`: one file).
     pub max_shard_bytes: Option<usize>,
-    /// Directory whose tokenizer files are copied next to the weights.
+    /// Directory whose [`COMPANION_FILES`] are copied next to the weights.
     pub tokenizer_from: Option<PathBuf>,
     /// Further files (name, bytes) written into the directory before it is swapped in, so they
     /// are as atomic as the weights (trainer state, optimizer moments).
@@ -285,7 +291,7 @@ fn write_contents(
         write_file(&tmp.join(name), bytes)?;
     }
     if let Some(src) = &opts.tokenizer_from {
-        for file in TOKENIZER_FILES {
+        for file in COMPANION_FILES {
             let from = src.join(file);
             if from.exists() {
                 std::fs::copy(&from, tmp.join(file)).map_err(|e| ModelError::io(&from, e))?;

@@ -53,15 +53,48 @@ pub struct SdarConfig {
     /// Id of `<|MASK|>` (absent in plain Qwen3 files; then the tokenizer must name it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask_token_id: Option<i64>,
-    /// End-of-sequence id; the authority over the tokenizer files.
+    /// End-of-sequence id, or several (Hugging Face allows a list); the authority over the
+    /// tokenizer files. The first is the primary one (padding, training targets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eos_token_id: Option<i64>,
+    pub eos_token_id: Option<TokenIds>,
     /// Beginning-of-sequence id (unused by SDAR prompts, kept for round-trips).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bos_token_id: Option<i64>,
     /// Every other field of the file, written back unchanged on save.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One token id or a list of them: Hugging Face files accept either for `eos_token_id`, and a
+/// file read and written back keeps the form it had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TokenIds {
+    /// A single id.
+    One(i64),
+    /// A list of ids.
+    Many(Vec<i64>),
+}
+
+impl TokenIds {
+    /// Every id, in file order.
+    pub fn ids(&self) -> Vec<i64> {
+        match self {
+            Self::One(id) => vec![*id],
+            Self::Many(ids) => ids.clone(),
+        }
+    }
+
+    /// The first id (the primary one), if any.
+    pub fn first(&self) -> Option<i64> {
+        self.ids().first().copied()
+    }
+}
+
+impl From<i64> for TokenIds {
+    fn from(id: i64) -> Self {
+        Self::One(id)
+    }
 }
 
 fn default_act() -> String {
@@ -168,7 +201,7 @@ impl SdarConfig {
         let mut cfg = Self::shaped(151_936, 2048, 28, 16, 8, 128, 6144);
         cfg.tie_word_embeddings = true;
         cfg.mask_token_id = Some(151_669);
-        cfg.eos_token_id = Some(151_643);
+        cfg.eos_token_id = Some(151_643.into());
         cfg
     }
 
@@ -236,6 +269,24 @@ mod tests {
             back["torch_dtype"], "bfloat16",
             "unknown fields survive a round trip"
         );
+    }
+
+    #[test]
+    fn eos_token_id_may_be_a_list_and_keeps_its_form() {
+        let text = SDAR_4B.replace(
+            r#""eos_token_id": 151643"#,
+            r#""eos_token_id": [151645, 151643]"#,
+        );
+        let cfg: SdarConfig = serde_json::from_str(&text).unwrap();
+        let eos = cfg.eos_token_id.clone().unwrap();
+        assert_eq!(
+            (eos.ids(), eos.first()),
+            (vec![151_645, 151_643], Some(151_645))
+        );
+        let back = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(back["eos_token_id"], serde_json::json!([151645, 151643]));
+        let one: SdarConfig = serde_json::from_str(SDAR_4B).unwrap();
+        assert_eq!(serde_json::to_value(&one).unwrap()["eos_token_id"], 151643);
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! attention mask to logits, reading and writing keys/values through a [`KvBinding`].
 
 pub mod char_tokenizer;
+pub mod chat_template;
 pub mod checkpoint;
 pub mod config;
+pub mod generation_config;
 pub mod qwen3;
 pub mod rope;
 pub mod tokenizer;

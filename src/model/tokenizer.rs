@@ -1,38 +1,35 @@
-//! Text ↔ token ids: a `tokenizers` tokenizer from `tokenizer.json`, the chat template from
-//! `tokenizer_config.json` rendered with minijinja, the special ids (EOS, `<|MASK|>`, pad), and
-//! an incremental detokeniser that never splits a UTF-8 character across two deltas.
+//! Text ↔ token ids: a `tokenizers` tokenizer from `tokenizer.json`, the checkpoint's chat
+//! template, the special ids (EOS and every other turn-end id, `<|MASK|>`, pad, the ids that
+//! must never be generated), and an incremental detokeniser that never splits a UTF-8 character
+//! across two deltas.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+pub use super::chat_template::{ChatMessage, RenderOptions, DEFAULT_CHAT_TEMPLATE};
+use super::chat_template::{ChatTemplate, TemplateSource};
+use super::generation_config::GenerationConfig;
 use super::{ModelError, SdarConfig};
-
-/// One chat message (`role`, `content`), as the template sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    /// `system`, `user` or `assistant`.
-    pub role: String,
-    /// The message text.
-    pub content: String,
-}
-
-/// A Qwen-style template, used when a checkpoint ships none.
-pub const DEFAULT_CHAT_TEMPLATE: &str = "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
 /// The tokenizer of a checkpoint with its special ids and chat template.
 #[derive(Clone)]
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
-    chat_template: String,
-    eos_token: String,
-    /// End of sequence (`<|endoftext|>` for SDAR); generation stops on it.
+    chat_template: ChatTemplate,
+    /// The primary end-of-sequence id (`config.json`'s first; padding and training targets).
     pub eos_id: i64,
+    /// Every id that ends a generation: `config.json`'s and `generation_config.json`'s EOS
+    /// ids and the tokenizer's `eos_token` (SDAR-Chat: `<|im_end|>` and `<|endoftext|>`).
+    pub stop_ids: Vec<i64>,
     /// The `<|MASK|>` id every new block starts with.
     pub mask_id: i64,
     /// Padding id (`pad_token`; SDAR uses EOS), for batching training data.
     pub pad_id: Option<i64>,
+    /// Ids never sampled nor shown as text: `<|MASK|>` and the embedding rows past the
+    /// tokenizer's vocabulary (they have no token).
+    pub never_generate: Vec<i64>,
 }
 
 fn tok_err(e: impl std::fmt::Display) -> ModelError {
@@ -53,8 +50,9 @@ fn read_json(path: &Path) -> Result<Value, ModelError> {
 }
 
 impl TextTokenizer {
-    /// Loads `tokenizer.json` and `tokenizer_config.json` from `dir`; `config.json` is the
-    /// authority for EOS and mask ids, the tokenizer files the fallback.
+    /// Loads `tokenizer.json`, `tokenizer_config.json`, the chat template and the EOS list of
+    /// `generation_config.json` from `dir`; `config.json` is the authority for the primary EOS
+    /// and the mask id, the tokenizer files the fallback.
     pub fn from_dir(dir: &Path, config: &SdarConfig) -> Result<Self, ModelError> {
         let inner = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| {
             ModelError::Tokenizer(format!("{}: {e}", dir.join("tokenizer.json").display()))
@@ -65,37 +63,39 @@ impl TextTokenizer {
         } else {
             json!({})
         };
-        let chat_template = match &tcfg["chat_template"] {
-            Value::String(s) => s.clone(),
-            Value::Array(list) => list
-                .iter()
-                .find(|t| t["name"] == "default")
-                .and_then(|t| t["template"].as_str())
-                .unwrap_or(DEFAULT_CHAT_TEMPLATE)
-                .to_string(),
-            _ => DEFAULT_CHAT_TEMPLATE.to_string(),
-        };
-        let id_of = |tok: Option<String>| tok.and_then(|t| inner.token_to_id(&t)).map(i64::from);
+        let id_of = |tok: &str| inner.token_to_id(tok).map(i64::from);
         let eos_token = token_string(&tcfg["eos_token"]).unwrap_or_else(|| "<|endoftext|>".into());
-        let eos_id = config
+        let config_eos = config
             .eos_token_id
-            .or_else(|| id_of(Some(eos_token.clone())));
+            .as_ref()
+            .map(|e| e.ids())
+            .unwrap_or_default();
+        let eos_id = config_eos.first().copied().or_else(|| id_of(&eos_token));
         let mask_token = token_string(&tcfg["mask_token"]).unwrap_or_else(|| "<|MASK|>".into());
-        let mask_id = config.mask_token_id.or_else(|| id_of(Some(mask_token)));
+        let mask_id = config.mask_token_id.or_else(|| id_of(&mask_token));
         let (Some(eos_id), Some(mask_id)) = (eos_id, mask_id) else {
             return Err(ModelError::Tokenizer(format!(
                 "{}: cannot determine the EOS and <|MASK|> ids (set eos_token_id / mask_token_id in config.json)",
                 dir.display()
             )));
         };
-        let pad_id = id_of(token_string(&tcfg["pad_token"]));
+        let mut stop_ids = config_eos;
+        stop_ids.extend(GenerationConfig::from_dir(dir)?.eos_ids());
+        stop_ids.extend(id_of(&eos_token));
+        stop_ids.insert(0, eos_id);
+        dedup_keep_order(&mut stop_ids);
+        let rows = config.vocab_size.max(0);
+        let known = inner.get_vocab_size(true) as i64;
+        let mut never_generate = vec![mask_id];
+        never_generate.extend((known..rows).filter(|id| inner.id_to_token(*id as u32).is_none()));
         Ok(Self {
+            chat_template: ChatTemplate::find(dir, &tcfg, &eos_token)?,
+            pad_id: token_string(&tcfg["pad_token"]).and_then(|t| id_of(&t)),
             inner,
-            chat_template,
-            eos_token,
             eos_id,
+            stop_ids,
             mask_id,
-            pad_id,
+            never_generate,
         })
     }
 
@@ -105,9 +105,14 @@ impl TextTokenizer {
         Ok(enc.get_ids().iter().map(|&i| i64::from(i)).collect())
     }
 
-    /// Text of `ids`; `skip_special` drops special tokens such as EOS.
+    /// Text of `ids`; `skip_special` drops special tokens such as EOS, and `<|MASK|>` (which
+    /// real tokenizer files do not mark special) always.
     pub fn decode(&self, ids: &[i64], skip_special: bool) -> Result<String, ModelError> {
-        let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+        let ids: Vec<u32> = ids
+            .iter()
+            .filter(|id| !skip_special || !self.never_generate.contains(id))
+            .map(|&i| i as u32)
+            .collect();
         self.inner.decode(&ids, skip_special).map_err(tok_err)
     }
 
@@ -122,6 +127,16 @@ impl TextTokenizer {
         self.eos_id == other.eos_id
             && self.mask_id == other.mask_id
             && self.inner.get_vocab(true) == other.inner.get_vocab(true)
+    }
+
+    /// Added tokens (special or not) by their text: a stop string equal to one of them is a
+    /// stop token id.
+    pub fn added_tokens(&self) -> BTreeMap<String, i64> {
+        self.inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .map(|(id, t)| (t.content, i64::from(id)))
+            .collect()
     }
 
     /// Ids of every token that is not a special added token (what random replacements in
@@ -140,34 +155,42 @@ impl TextTokenizer {
             .collect()
     }
 
+    /// Where the chat template came from (for the start-up log).
+    pub fn chat_template_source(&self) -> TemplateSource {
+        self.chat_template.source()
+    }
+
+    /// Whether the chat template renders `tools`.
+    pub fn chat_template_renders_tools(&self) -> bool {
+        self.chat_template.renders_tools()
+    }
+
     /// Renders `messages` with the checkpoint's chat template.
     pub fn apply_chat_template(
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, ModelError> {
-        let mut env = minijinja::Environment::new();
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    msg,
-                ))
-            },
-        );
-        env.add_template("chat", &self.chat_template)
-            .map_err(|e| tok_err(format!("chat template: {e}")))?;
-        let ctx = minijinja::context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            eos_token => self.eos_token.clone(),
+        let opts = RenderOptions {
+            add_generation_prompt,
+            ..RenderOptions::default()
         };
-        let tmpl = env.get_template("chat").map_err(tok_err)?;
-        tmpl.render(ctx)
-            .map_err(|e| tok_err(format!("chat template: {e}")))
+        self.chat_template.render(messages, &opts)
     }
+
+    /// Renders `messages` with tools and template variables.
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        opts: &RenderOptions,
+    ) -> Result<String, ModelError> {
+        self.chat_template.render(messages, opts)
+    }
+}
+
+fn dedup_keep_order(ids: &mut Vec<i64>) {
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(*id));
 }
 
 /// Streams text from token ids as they arrive, holding back an incomplete UTF-8 character.
@@ -322,14 +345,8 @@ mod tests {
         std::fs::write(&cfg_path, cfg.to_string()).unwrap();
         let tok = TextTokenizer::from_dir(dir.path(), &SdarConfig::tiny(260)).unwrap();
         let msgs = [
-            ChatMessage {
-                role: "system".into(),
-                content: " Be brief. ".into(),
-            },
-            ChatMessage {
-                role: "user".into(),
-                content: "Q: 2+2?".into(),
-            },
+            ChatMessage::new("system", " Be brief. "),
+            ChatMessage::new("user", "Q: 2+2?"),
         ];
         let text = tok.apply_chat_template(&msgs, true).unwrap();
         assert_eq!(
@@ -341,10 +358,7 @@ mod tests {
     #[test]
     fn renders_qwen_chat_template() {
         let (_dir, tok) = byte_tokenizer();
-        let msgs = [ChatMessage {
-            role: "user".into(),
-            content: "2+2?".into(),
-        }];
+        let msgs = [ChatMessage::new("user", "2+2?")];
         let text = tok.apply_chat_template(&msgs, true).unwrap();
         assert_eq!(
             text,

@@ -8,13 +8,13 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
+use super::chat;
 use super::error::ApiError;
-use super::schema::{CommonParams, InputMessage, MessageContent, PromptInput};
+use super::schema::{ChatInput, CommonParams, PromptInput};
 use super::served::ServedModel;
 use super::validate::{validate, Validated};
 use super::AppState;
 use crate::engine::runner::{EngineEvent, EngineRequest, SubmitError};
-use crate::model::tokenizer::ChatMessage;
 
 /// A request admitted into the engine.
 pub struct Admitted {
@@ -54,8 +54,8 @@ pub enum Prompt {
     Text(String),
     /// Token ids.
     Tokens(Vec<i64>),
-    /// Chat messages, rendered with the model's chat template.
-    Chat(Vec<InputMessage>),
+    /// Chat messages (with tools and template variables), rendered with the model's template.
+    Chat(ChatInput),
 }
 
 impl Prompt {
@@ -105,46 +105,8 @@ fn encode(model: &ServedModel, text: &str) -> Result<Vec<i64>, ApiError> {
         .map_err(|e| ApiError::invalid("prompt", e.to_string()))
 }
 
-fn chat_prompt(model: &ServedModel, input: &[InputMessage]) -> Result<Vec<i64>, ApiError> {
-    if input.is_empty() {
-        return Err(ApiError::invalid(
-            "messages",
-            "`messages` must not be empty",
-        ));
-    }
-    let mut messages = Vec::with_capacity(input.len());
-    for (i, m) in input.iter().enumerate() {
-        if !["system", "user", "assistant"].contains(&m.role.as_str()) {
-            return Err(ApiError::invalid(
-                "messages",
-                format!(
-                    "messages[{i}].role `{}` must be system, user or assistant",
-                    m.role
-                ),
-            ));
-        }
-        let content = match &m.content {
-            MessageContent::Text(t) => t.clone(),
-            MessageContent::Parts(parts) => {
-                if let Some(p) = parts.iter().find(|p| p.kind != "text") {
-                    return Err(ApiError::invalid(
-                        "messages",
-                        format!("content parts of type `{}` are not supported", p.kind),
-                    ));
-                }
-                parts.iter().map(|p| p.text.as_str()).collect()
-            }
-        };
-        messages.push(ChatMessage {
-            role: m.role.clone(),
-            content,
-        });
-    }
-    let text = model
-        .tokenizer
-        .apply_chat_template(&messages, true)
-        .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
-    encode(model, &text)
+fn chat_prompt(model: &ServedModel, input: &ChatInput) -> Result<Vec<i64>, ApiError> {
+    encode(model, &chat::render(&model.tokenizer, input)?)
 }
 
 /// Submits every choice; on any refusal the receivers already made are dropped (cancelling).

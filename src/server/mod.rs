@@ -3,6 +3,7 @@
 //! tensor work happens on the engine thread.
 
 pub mod admission;
+pub mod chat;
 pub mod error;
 pub mod grpc;
 pub mod render;

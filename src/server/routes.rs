@@ -14,6 +14,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::admission::{admit, Prompt};
+use super::chat::{chat_input, CHAT_FIELDS};
 use super::error::ApiError;
 use super::render::{collect, sse_stream, Endpoint, ResponseMeta};
 use super::schema::{CommonParams, ModelCard};
@@ -82,8 +83,8 @@ pub async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult {
     let value = read_json(body)?;
-    check_fields(&value, &["messages"])?;
-    let prompt = Prompt::Chat(parse_field(&value, "messages")?);
+    check_fields(&value, &CHAT_FIELDS)?;
+    let prompt = Prompt::Chat(chat_input(&value)?);
     let params: CommonParams = parse(value)?;
     respond(&state, Endpoint::Chat, &prompt, &params, &headers).await
 }

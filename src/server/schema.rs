@@ -74,6 +74,8 @@ pub struct CommonParams {
     pub confidence_threshold: Option<f64>,
     /// Extension: keep generating past EOS until `max_tokens`.
     pub ignore_eos: Option<bool>,
+    /// Extension (as vLLM): token ids that end the generation like EOS.
+    pub stop_token_ids: Option<Vec<i64>>,
 }
 
 /// Content of a chat message: text, or a list of text parts.
@@ -101,13 +103,48 @@ pub struct ContentPart {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputMessage {
-    /// `system`, `user` or `assistant`.
+    /// `system` (or `developer`), `user`, `assistant` or `tool`.
     pub role: String,
-    /// The content.
-    pub content: MessageContent,
-    /// Optional participant name (not rendered).
+    /// The content (may be null on an assistant turn that only calls tools).
+    #[serde(default)]
+    pub content: Option<MessageContent>,
+    /// Optional participant name (given to the template).
     #[serde(default)]
     pub name: Option<String>,
+    /// An earlier assistant turn's reasoning (Qwen3-style templates render it in `<think>`).
+    #[serde(default)]
+    pub reasoning_content: Option<String>,
+    /// An earlier assistant turn's tool calls.
+    #[serde(default)]
+    pub tool_calls: Option<Vec<serde_json::Value>>,
+    /// The call a `tool` message answers.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+}
+
+impl InputMessage {
+    /// A plain text message.
+    pub fn text(role: &str, content: &str) -> Self {
+        Self {
+            role: role.into(),
+            content: Some(MessageContent::Text(content.into())),
+            name: None,
+            reasoning_content: None,
+            tool_calls: None,
+            tool_call_id: None,
+        }
+    }
+}
+
+/// A chat request's prompt: the messages and what the template receives with them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChatInput {
+    /// The conversation.
+    pub messages: Vec<InputMessage>,
+    /// Tool definitions, rendered by templates that support them (no tool-call parsing).
+    pub tools: Option<Vec<serde_json::Value>>,
+    /// Extra template variables (`chat_template_kwargs`, e.g. `{"enable_thinking": false}`).
+    pub template_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// `usage`, with the diffusion extensions.

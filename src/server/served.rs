@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use super::validate::Limits;
 use crate::engine::runner::{spawn_labelled, EngineHandle, RunnerLimits};
 use crate::metrics::Metrics;
+use crate::model::generation_config::GenerationConfig;
 use crate::model::{checkpoint, SdarConfig, TextTokenizer};
 
 /// What serving a checkpoint needs besides its directory (from `t3d serve`'s flags).
@@ -85,7 +86,13 @@ impl ServedModel {
             max_total_tokens: max_total,
             default_block_size: config.block_size.unwrap_or(4),
             default_steps: config.default_steps_per_block(),
+            sampling: GenerationConfig::from_dir(dir)?.sampling_defaults(),
+            eos_ids: tokenizer.stop_ids.clone(),
+            added_tokens: tokenizer.added_tokens(),
+            vocab_size: config.vocab_size,
         };
+        tracing::info!(chat_template = %tokenizer.chat_template_source(),
+            stop_ids = ?tokenizer.stop_ids, sampling = ?limits.sampling, "decoding defaults");
         let runner_limits = RunnerLimits {
             max_batch_size: opts.max_batch_size,
             max_queue: opts.max_queue,

@@ -1,15 +1,18 @@
 //! Request validation (pure): unknown and unsupported fields, typed parsing with the offending
 //! path named, value ranges, context limits, and the mapping to engine [`GenerationParams`].
 
+use std::collections::BTreeMap;
+
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::error::ApiError;
 use super::schema::{CommonParams, StopInput};
 use crate::engine::{DenoiseParams, GenerationParams, Remasking, SamplingParams, StopParams};
+use crate::model::generation_config::SamplingDefaults;
 
 /// Fields of [`CommonParams`], accepted by both endpoints.
-pub const COMMON_FIELDS: [&str; 17] = [
+pub const COMMON_FIELDS: [&str; 18] = [
     "model",
     "max_tokens",
     "max_completion_tokens",
@@ -27,11 +30,12 @@ pub const COMMON_FIELDS: [&str; 17] = [
     "remasking",
     "confidence_threshold",
     "ignore_eos",
+    "stop_token_ids",
 ];
 
 /// OpenAI fields we know but cannot honour: present with a non-default value, they are
 /// rejected with 400 naming them.
-pub const UNSUPPORTED_FIELDS: [&str; 20] = [
+pub const UNSUPPORTED_FIELDS: [&str; 18] = [
     "logprobs",
     "top_logprobs",
     "echo",
@@ -42,8 +46,6 @@ pub const UNSUPPORTED_FIELDS: [&str; 20] = [
     "frequency_penalty",
     "repetition_penalty",
     "min_p",
-    "tools",
-    "tool_choice",
     "functions",
     "function_call",
     "response_format",
@@ -60,6 +62,8 @@ pub const MAX_N: u64 = 8;
 pub const MAX_STOP: usize = 4;
 /// Longest stop string (bytes).
 pub const MAX_STOP_LEN: usize = 64;
+/// Most `stop_token_ids` per request.
+pub const MAX_STOP_TOKEN_IDS: usize = 16;
 
 /// Server-side limits a request is checked against.
 #[derive(Debug, Clone)]
@@ -74,6 +78,14 @@ pub struct Limits {
     pub default_block_size: usize,
     /// Steps per block when the request names none.
     pub default_steps: usize,
+    /// Sampling values a request gets for the fields it leaves out (`generation_config.json`).
+    pub sampling: SamplingDefaults,
+    /// Ids that end a generation unless `ignore_eos` (every EOS the model lists).
+    pub eos_ids: Vec<i64>,
+    /// Added tokens by text: a stop string equal to one is matched as that token id.
+    pub added_tokens: BTreeMap<String, i64>,
+    /// Valid token ids are `0..vocab_size`.
+    pub vocab_size: i64,
 }
 
 /// A request turned into engine parameters.
@@ -130,6 +142,17 @@ pub fn parse_field<T: DeserializeOwned>(body: &Value, name: &str) -> Result<T, A
         .map_err(|e| ApiError::invalid(name, format!("invalid value for `{name}`: {}", e.inner())))
 }
 
+/// Parses the optional field `name` of a checked body (`null` counts as absent).
+pub fn parse_optional_field<T: DeserializeOwned>(
+    body: &Value,
+    name: &str,
+) -> Result<Option<T>, ApiError> {
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => parse_field(body, name).map(Some),
+    }
+}
+
 /// Parses a checked body, naming the path of the first type error.
 pub fn parse<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(body).map_err(|e| {
@@ -178,6 +201,39 @@ fn stop_strings(stop: Option<&StopInput>) -> Result<Vec<String>, ApiError> {
         ));
     }
     Ok(stops)
+}
+
+/// The request's stop strings and stop token ids: a stop string that is an added token's text
+/// (`<|im_end|>`) becomes that token's id, and unless `ignore_eos` every EOS id of the model
+/// joins the ids.
+fn stops(p: &CommonParams, limits: &Limits) -> Result<(Vec<String>, Vec<i64>), ApiError> {
+    let given = p.stop_token_ids.clone().unwrap_or_default();
+    if given.len() > MAX_STOP_TOKEN_IDS {
+        return Err(ApiError::invalid(
+            "stop_token_ids",
+            format!("at most {MAX_STOP_TOKEN_IDS} stop token ids"),
+        ));
+    }
+    if let Some(bad) = given.iter().find(|&&t| t < 0 || t >= limits.vocab_size) {
+        return Err(ApiError::invalid(
+            "stop_token_ids",
+            format!(
+                "token id {bad} is outside the vocabulary (0..{})",
+                limits.vocab_size
+            ),
+        ));
+    }
+    let (as_tokens, strings): (Vec<String>, Vec<String>) = stop_strings(p.stop.as_ref())?
+        .into_iter()
+        .partition(|s| limits.added_tokens.contains_key(s));
+    let mut ids = given;
+    ids.extend(as_tokens.iter().filter_map(|s| limits.added_tokens.get(s)));
+    if !p.ignore_eos.unwrap_or(false) {
+        ids.extend(&limits.eos_ids);
+    }
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(*id));
+    Ok((strings, ids))
 }
 
 fn denoise(p: &CommonParams, limits: &Limits) -> Result<DenoiseParams, ApiError> {
@@ -249,16 +305,18 @@ pub fn validate(
             ),
         ));
     }
-    let temperature = p
-        .temperature
-        .map_or(Ok(1.0), |t| range("temperature", t, 0.0, 2.0))?;
-    let top_p = p
-        .top_p
-        .map_or(Ok(1.0), |t| range("top_p", t, f64::MIN_POSITIVE, 1.0))?;
+    let defaults = &limits.sampling;
+    let temperature = p.temperature.map_or(Ok(defaults.temperature), |t| {
+        range("temperature", t, 0.0, 2.0)
+    })?;
+    let top_p = p.top_p.map_or(Ok(defaults.top_p), |t| {
+        range("top_p", t, f64::MIN_POSITIVE, 1.0)
+    })?;
     let top_k = p
         .top_k
-        .map_or(Ok(0), |k| range("top_k", k, -1, 1 << 20))?
+        .map_or(Ok(defaults.top_k), |k| range("top_k", k, -1, 1 << 20))?
         .max(0) as usize;
+    let (stop_strings, stop_token_ids) = stops(p, limits)?;
     let n = p.n.map_or(Ok(1), |n| range("n", n, 1, MAX_N))? as usize;
     let params = GenerationParams {
         sampling: SamplingParams {
@@ -270,9 +328,9 @@ pub fn validate(
         denoise: denoise(p, limits)?,
         stop: StopParams {
             max_tokens: max_tokens as usize,
-            stop_strings: stop_strings(p.stop.as_ref())?,
+            stop_token_ids,
+            stop_strings,
             ignore_eos: p.ignore_eos.unwrap_or(false),
-            ..StopParams::default()
         },
     };
     params.validate().map_err(ApiError::bad_request)?;
@@ -285,100 +343,5 @@ pub fn validate(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn limits() -> Limits {
-        Limits {
-            served_model: "m".into(),
-            max_input_tokens: 100,
-            max_total_tokens: 128,
-            default_block_size: 4,
-            default_steps: 4,
-        }
-    }
-
-    fn params(body: Value) -> Result<Validated, ApiError> {
-        check_fields(&body, &["prompt"])?;
-        let p: CommonParams = parse(body)?;
-        validate(&p, 10, &limits())
-    }
-
-    #[test]
-    fn defaults_follow_openai_and_the_model() {
-        let v = params(json!({"model": "m"})).unwrap();
-        assert_eq!(v.params.sampling.temperature, 1.0);
-        assert_eq!(
-            v.params.stop.max_tokens, 118,
-            "the room left, capped at 256"
-        );
-        assert_eq!(
-            (
-                v.params.denoise.block_size,
-                v.params.denoise.steps_per_block
-            ),
-            (4, 4)
-        );
-        assert_eq!((v.n, v.stream, v.include_usage), (1, false, false));
-        let v = params(json!({"block_size": 2, "steps_per_block": 1, "remasking": "low_confidence_dynamic",
-                              "stream": true, "stream_options": {"include_usage": true}, "top_k": -1,
-                              "stop": "#", "seed": 3, "n": 2, "presence_penalty": 0, "logprobs": null}))
-        .unwrap();
-        assert_eq!(v.params.denoise.remasking, Remasking::LowConfidenceDynamic);
-        assert_eq!(v.params.stop.stop_strings, vec!["#".to_string()]);
-        assert_eq!(
-            (v.n, v.stream, v.include_usage, v.params.sampling.top_k),
-            (2, true, true, 0)
-        );
-    }
-
-    #[test]
-    fn bad_values_name_their_parameter() {
-        let cases = [
-            (json!({"temperature": 3.0}), "temperature"),
-            (json!({"temperature": "hot"}), "temperature"),
-            (json!({"max_tokens": -1}), "max_tokens"),
-            (json!({"max_tokens": 119}), "max_tokens"),
-            (json!({"top_p": 0}), "top_p"),
-            (json!({"n": 9}), "n"),
-            (json!({"block_size": 3}), "block_size"),
-            (json!({"steps_per_block": 8}), "steps_per_block"),
-            (json!({"remasking": "magic"}), "remasking"),
-            (json!({"stop": ["a", "b", "c", "d", "e"]}), "stop"),
-            (json!({"stop": [""]}), "stop"),
-            (json!({"logprobs": 2}), "logprobs"),
-            (json!({"tools": [{"type": "function"}]}), "tools"),
-            (
-                json!({"response_format": {"type": "json_object"}}),
-                "response_format",
-            ),
-            (json!({"frequency_penalty": 0.5}), "frequency_penalty"),
-            (json!({"temprature": 0.5}), "temprature"),
-        ];
-        for (body, param) in cases {
-            let err = params(body.clone()).unwrap_err();
-            assert_eq!(err.status, 400, "{body}");
-            assert_eq!(err.param.as_deref(), Some(param), "{body}: {}", err.message);
-        }
-    }
-
-    #[test]
-    fn unknown_models_and_long_prompts_are_refused() {
-        let err = params(json!({"model": "gpt-4"})).unwrap_err();
-        assert_eq!(
-            (err.status.as_u16(), err.code),
-            (404, Some("model_not_found"))
-        );
-        let p = CommonParams::default();
-        assert_eq!(
-            validate(&p, 101, &limits()).unwrap_err().param.as_deref(),
-            Some("prompt")
-        );
-        assert_eq!(
-            validate(&p, 0, &limits()).unwrap_err().param.as_deref(),
-            Some("prompt")
-        );
-        assert!(check_fields(&json!([1, 2]), &[]).is_err());
-    }
-}
+#[path = "validate_tests.rs"]
+mod tests;

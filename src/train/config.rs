@@ -55,7 +55,7 @@ impl ModelShape {
             self.intermediate_size,
         );
         let ids = char_special_ids();
-        cfg.eos_token_id = Some(ids.eos);
+        cfg.eos_token_id = Some(ids.eos.into());
         cfg.mask_token_id = Some(ids.mask);
         cfg.tie_word_embeddings = self.tie_word_embeddings;
         cfg.rope_theta = Some(10_000.0);

@@ -19,10 +19,7 @@ pub fn prompt_ids(tokenizer: &TextTokenizer, problem: &Problem) -> Result<Vec<i6
 
 /// The chat-templated prompt of one user message, as token ids.
 pub fn user_prompt_ids(tokenizer: &TextTokenizer, question: &str) -> Result<Vec<i64>, ModelError> {
-    let msg = ChatMessage {
-        role: "user".into(),
-        content: question.to_string(),
-    };
+    let msg = ChatMessage::new("user", question);
     tokenizer.encode(&tokenizer.apply_chat_template(&[msg], true)?)
 }
 

@@ -17,7 +17,7 @@ pub const VOCAB: i64 = 260;
 /// The tiny test config: 2 layers, 4 query / 2 KV heads (GQA), untied head, b = 4.
 pub fn tiny_config() -> SdarConfig {
     let mut cfg = SdarConfig::tiny(VOCAB);
-    cfg.eos_token_id = Some(256);
+    cfg.eos_token_id = Some(256.into());
     cfg.mask_token_id = Some(257);
     cfg
 }

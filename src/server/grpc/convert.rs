@@ -11,7 +11,7 @@ use super::pb;
 use crate::engine::FinishReason;
 use crate::server::admission::Prompt;
 use crate::server::error::ApiError;
-use crate::server::schema::{CommonParams, InputMessage, MessageContent, StopInput};
+use crate::server::schema::{ChatInput, CommonParams, InputMessage, StopInput};
 
 /// The parameters of `request`, as the HTTP API would read the same fields.
 pub fn common_params(request: &pb::GenerateRequest) -> CommonParams {
@@ -40,16 +40,17 @@ pub fn prompt(request: &pb::GenerateRequest) -> Result<Prompt, ApiError> {
     match &request.prompt {
         Some(P::Text(text)) => Ok(Prompt::Text(text.clone())),
         Some(P::TokenIds(ids)) => Ok(Prompt::Tokens(ids.ids.clone())),
-        Some(P::Chat(chat)) => Ok(Prompt::Chat(
-            chat.messages
+        Some(P::Chat(chat)) => Ok(Prompt::Chat(ChatInput {
+            messages: chat
+                .messages
                 .iter()
                 .map(|m| InputMessage {
-                    role: m.role.clone(),
-                    content: MessageContent::Text(m.content.clone()),
                     name: Some(m.name.clone()).filter(|n| !n.is_empty()),
+                    ..InputMessage::text(&m.role, &m.content)
                 })
                 .collect(),
-        )),
+            ..ChatInput::default()
+        })),
         None => Err(ApiError::invalid(
             "prompt",
             "set one of text, token_ids or chat",
@@ -195,7 +196,10 @@ mod tests {
             ..Default::default()
         };
         match prompt(&chat).unwrap() {
-            Prompt::Chat(m) => assert_eq!((m[0].role.as_str(), m[0].name.clone()), ("user", None)),
+            Prompt::Chat(c) => assert_eq!(
+                (c.messages[0].role.as_str(), c.messages[0].name.clone()),
+                ("user", None)
+            ),
             other => panic!("{other:?}"),
         }
     }
