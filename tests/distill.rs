@@ -230,6 +230,25 @@ fn interrupted_and_resumed_distillation_equals_an_uninterrupted_one() {
 fn ten_step_distill_cli_run_writes_an_evaluated_few_step_student() {
     let dir = tempfile::tempdir().unwrap();
     let teacher = tiny_teacher(dir.path());
+    // Files a real checkpoint carries besides the tokenizer (the template renders as the
+    // built-in one, so the rollouts are unchanged).
+    let companions = [
+        (
+            "chat_template.jinja",
+            t3d::model::tokenizer::DEFAULT_CHAT_TEMPLATE,
+        ),
+        (
+            "generation_config.json",
+            "{\"eos_token_id\": [96], \"top_k\": 20}",
+        ),
+        (
+            "special_tokens_map.json",
+            "{\"eos_token\": \"<|endoftext|>\"}",
+        ),
+    ];
+    for (name, text) in companions {
+        std::fs::write(teacher.join(name), text).unwrap();
+    }
     let out = dir.path().join("student");
     let status = Command::new(env!("CARGO_BIN_EXE_t3d"))
         .args([
@@ -263,6 +282,14 @@ fn ten_step_distill_cli_run_writes_an_evaluated_few_step_student() {
     );
     let (student, _) = load(&out);
     assert_eq!(student.config.default_steps_per_block(), 1);
+    for (name, text) in companions.iter().chain(&[("tokenizer.json", "")]) {
+        let copied = std::fs::read_to_string(out.join(name))
+            .unwrap_or_else(|e| panic!("the student lacks {name}: {e}"));
+        assert!(
+            text.is_empty() || copied == *text,
+            "{name} changed on the way"
+        );
+    }
     let eval: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
     let steps: Vec<u64> = eval["rows"]

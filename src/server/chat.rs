@@ -98,12 +98,14 @@ fn template_message(i: usize, m: &InputMessage) -> Result<ChatMessage, ApiError>
     let role = match m.role.as_str() {
         "developer" => "system",
         r @ ("system" | "user" | "assistant" | "tool") => r,
-        other => return Err(ApiError::invalid(
-            "messages",
-            format!(
+        other => {
+            return Err(ApiError::invalid(
+                "messages",
+                format!(
                 "messages[{i}].role `{other}` must be system, developer, user, assistant or tool"
             ),
-        )),
+            ))
+        }
     };
     let content = match &m.content {
         Some(MessageContent::Text(t)) => t.clone(),
