@@ -40,10 +40,16 @@ pub struct Metrics {
     pub running: IntGauge,
     /// Requests waiting for a batch slot.
     pub waiting: IntGauge,
-    /// KV-cache slots in use.
+    /// KV-cache sequence slots in use.
     pub kv_slots_used: IntGauge,
     /// KV-cache slots in all.
     pub kv_slots_total: IntGauge,
+    /// KV-cache pages held by running sequences.
+    pub kv_pages_used: IntGauge,
+    /// KV-cache pages in all.
+    pub kv_pages_total: IntGauge,
+    /// Positions per KV-cache page.
+    pub kv_page_size: IntGauge,
     /// Requests that ended without a normal finish, by reason.
     pub failures: IntCounterVec,
     /// HTTP responses by route and status.
@@ -176,6 +182,18 @@ impl Metrics {
                 gauge("t3d_kv_cache_slots_used", "KV-cache slots in use."),
             ),
             kv_slots_total: register(&r, gauge("t3d_kv_cache_slots", "KV-cache slots in all.")),
+            kv_pages_used: register(
+                &r,
+                gauge(
+                    "t3d_kv_cache_pages_used",
+                    "KV-cache pages held by running sequences.",
+                ),
+            ),
+            kv_pages_total: register(&r, gauge("t3d_kv_cache_pages", "KV-cache pages in all.")),
+            kv_page_size: register(
+                &r,
+                gauge("t3d_kv_cache_page_size", "Positions per KV-cache page."),
+            ),
             failures: register(
                 &r,
                 labelled(
@@ -284,7 +302,7 @@ mod tests {
         }
         let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
         assert_eq!(
-            families, 22,
+            families, 25,
             "labelled families without samples are not rendered"
         );
     }

@@ -6,6 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Instant;
 
+use t3d::engine::kv_cache::CacheShape;
 use t3d::engine::runner::{spawn, EngineEvent, EngineHandle, EngineRequest, RunnerLimits};
 use t3d::engine::GenerationParams;
 use t3d::metrics::Metrics;
@@ -16,9 +17,8 @@ fn engine(max_queue: usize) -> (EngineHandle, Arc<Metrics>, tempfile::TempDir) {
     let model_dir = common::save_with_tokenizer(&common::tiny_model(5), &dir.path().join("m"));
     let metrics = Arc::new(Metrics::new());
     let limits = RunnerLimits {
-        max_batch_size: 4,
         max_queue,
-        slot_capacity: 256,
+        cache: CacheShape::worst_case(4, 256),
     };
     let handle = spawn(
         move || {

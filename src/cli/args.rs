@@ -52,8 +52,8 @@ pub struct DeviceArgs {
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, env = "T3D_DEVICE", default_value = "cpu")]
     pub device: String,
-    /// Weight and activation dtype: f32, bf16 or f16.
-    #[arg(long, env = "T3D_DTYPE", default_value = "f32")]
+    /// Weight and activation dtype: f32, bf16, f16 or auto (bf16 on CUDA, f32 on CPU).
+    #[arg(long, env = "T3D_DTYPE", default_value = "auto")]
     pub dtype: String,
     /// libtorch intra-op threads (0 = libtorch's default).
     #[arg(long, env = "T3D_THREADS", default_value_t = 0)]
@@ -222,18 +222,26 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer KEY` on `/v1/*`.
     #[arg(long, env = "T3D_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Sequences decoded together (= KV-cache slots).
+    /// Sequences decoded together (they share the KV cache's pages).
     #[arg(long, env = "T3D_MAX_BATCH_SIZE", default_value_t = 32)]
     pub max_batch_size: usize,
-    /// Requests waiting for a slot before new ones get 429.
+    /// Requests waiting for admission before new ones get 429.
     #[arg(long, env = "T3D_MAX_QUEUE", default_value_t = 256)]
     pub max_queue: usize,
-    /// Longest prompt in tokens.
-    #[arg(long, env = "T3D_MAX_INPUT_TOKENS", default_value_t = 768)]
-    pub max_input_tokens: usize,
-    /// Longest prompt + completion in tokens (also sizes each KV slot; capped by the model).
-    #[arg(long, env = "T3D_MAX_TOTAL_TOKENS", default_value_t = 1024)]
-    pub max_total_tokens: usize,
+    /// Longest prompt in tokens [default: the context limit less one].
+    #[arg(long, env = "T3D_MAX_INPUT_TOKENS")]
+    pub max_input_tokens: Option<usize>,
+    /// Longest prompt + completion in tokens [default: the model's max_position_embeddings,
+    /// capped by the KV-cache budget].
+    #[arg(long, env = "T3D_MAX_TOTAL_TOKENS")]
+    pub max_total_tokens: Option<usize>,
+    /// KV-cache memory, e.g. 4GiB [default: half the host memory left after the weights on
+    /// CPU (committed as used); on CUDA what --gpu-memory-utilization leaves after them].
+    #[arg(long, env = "T3D_KV_CACHE_MEMORY")]
+    pub kv_cache_memory: Option<String>,
+    /// Share of the GPU's memory t3d may use in all (weights, KV cache, activations).
+    #[arg(long, env = "T3D_GPU_MEMORY_UTILIZATION", default_value_t = 0.9)]
+    pub gpu_memory_utilization: f64,
     /// Largest request body in bytes (413 above).
     #[arg(long, env = "T3D_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,

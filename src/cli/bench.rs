@@ -55,7 +55,7 @@ pub struct BenchReport {
 /// Runs the benchmark described by `args`.
 pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let device = parse_device(&args.device.device).map_err(anyhow::Error::msg)?;
-    let kind = parse_dtype(&args.device.dtype).map_err(anyhow::Error::msg)?;
+    let kind = parse_dtype(&args.device.dtype, device).map_err(anyhow::Error::msg)?;
     let (loaded, name) = match &args.model {
         Some(dir) => (
             checkpoint::load(dir, device, kind)?,

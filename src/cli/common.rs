@@ -12,7 +12,7 @@ pub fn setup_device(args: &DeviceArgs) -> anyhow::Result<(tch::Device, tch::Kind
         tch::set_num_threads(args.threads);
     }
     let device = parse_device(&args.device).map_err(anyhow::Error::msg)?;
-    let kind = parse_dtype(&args.dtype).map_err(anyhow::Error::msg)?;
+    let kind = parse_dtype(&args.dtype, device).map_err(anyhow::Error::msg)?;
     Ok((device, kind))
 }
 

@@ -12,6 +12,7 @@ use super::args::{HealthArgs, ServeArgs};
 use super::common::{model_dir, setup_device};
 use crate::admin::process::ChildConfig;
 use crate::admin::{AdminConfig, AdminState};
+use crate::engine::kv_budget::parse_bytes;
 use crate::metrics::Metrics;
 use crate::server::grpc::serve_grpc;
 use crate::server::served::{ModelSlot, ServeOptions, ServedModel};
@@ -25,6 +26,10 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
         args.max_batch_size > 0 && args.max_queue > 0,
         "--max-batch-size and --max-queue must be at least 1"
     );
+    anyhow::ensure!(
+        args.gpu_memory_utilization > 0.0 && args.gpu_memory_utilization <= 1.0,
+        "--gpu-memory-utilization must be in (0, 1]"
+    );
     let options = ServeOptions {
         served_model_name: args.served_model_name.clone().unwrap_or_else(|| {
             dir.file_name()
@@ -34,6 +39,13 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
         max_queue: args.max_queue,
         max_input_tokens: args.max_input_tokens,
         max_total_tokens: args.max_total_tokens,
+        kv_cache_memory: args
+            .kv_cache_memory
+            .as_deref()
+            .map(parse_bytes)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--kv-cache-memory: {e}"))?,
+        gpu_memory_utilization: args.gpu_memory_utilization,
         device,
         kind,
         warm_up_timeout: Duration::from_secs(600),

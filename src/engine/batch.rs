@@ -9,7 +9,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::kv_cache::WritePlan;
+use super::kv_cache::{KvCache, WritePlan};
 use super::sequence::Sequence;
 
 /// Tensors for one forward over a group of sequences sharing a block size.
@@ -30,10 +30,11 @@ pub struct ForwardBatch {
 }
 
 impl ForwardBatch {
-    /// Packs `seqs` (all admitted, same block size; `pad_id` is any valid token id).
-    pub fn pack(seqs: &[&mut Sequence], pad_id: i64, device: Device) -> Self {
+    /// Packs `seqs` (all admitted, their pages grown to cover this forward, same block size;
+    /// `pad_id` is any valid token id).
+    pub fn pack(seqs: &[&mut Sequence], cache: &KvCache, pad_id: i64, device: Device) -> Self {
         let b = seqs[0].block_size() as i64;
-        let host = HostBatch::collect(seqs, pad_id);
+        let host = HostBatch::collect(seqs, cache, pad_id);
         let (batch, q_max, key_len) = (seqs.len() as i64, host.q_max, host.key_len);
         // One host-to-device copy for every index array of the step.
         let mut flat = Vec::new();
@@ -41,11 +42,11 @@ impl ForwardBatch {
             &host.ids,
             &host.cached,
             &host.lens,
-            &host.slots,
+            &host.tables,
             &host.block_starts,
             &host.write_rows,
-            &host.write_slots,
-            &host.write_positions,
+            &host.write_pages,
+            &host.write_offsets,
         ];
         let ranges = parts.map(|v| {
             let start = flat.len() as i64;
@@ -53,7 +54,7 @@ impl ForwardBatch {
             (start, v.len() as i64)
         });
         let on_device = Tensor::from_slice(&flat).to_device(device);
-        let [ids, cached, lens, slots, block_starts, write_rows, write_slots, write_positions] =
+        let [ids, cached, lens, tables, block_starts, write_rows, write_pages, write_offsets] =
             ranges.map(|(start, len)| on_device.narrow(0, start, len));
         let row = Tensor::arange(q_max, (Kind::Int64, device)).view([1, q_max]);
         let positions = cached.view([batch, 1]) + &row;
@@ -65,11 +66,11 @@ impl ForwardBatch {
             positions,
             mask,
             plan: WritePlan {
-                slots,
-                contiguous_from: host.contiguous_from(),
+                tables,
+                pages_per_row: host.pages_per_row,
                 write_rows,
-                write_slots,
-                write_positions,
+                write_pages,
+                write_offsets,
                 key_len,
             },
             block_rows,
@@ -86,14 +87,15 @@ struct HostBatch {
     cached: Vec<i64>,
     /// Query rows of each sequence.
     lens: Vec<i64>,
-    /// KV slot of each sequence.
-    slots: Vec<i64>,
+    /// Each sequence's page table padded with page 0 to `pages_per_row`, flattened.
+    tables: Vec<i64>,
+    pages_per_row: i64,
     /// First block row of each sequence.
     block_starts: Vec<i64>,
-    /// Flattened index, slot and absolute position of every real (non-padding) row.
+    /// Flattened index, page and offset in the page of every real (non-padding) row.
     write_rows: Vec<i64>,
-    write_slots: Vec<i64>,
-    write_positions: Vec<i64>,
+    write_pages: Vec<i64>,
+    write_offsets: Vec<i64>,
     /// Longest query.
     q_max: i64,
     /// Keys the attention reads: the longest `cached + len`.
@@ -101,41 +103,50 @@ struct HostBatch {
 }
 
 impl HostBatch {
-    fn collect(seqs: &[&mut Sequence], pad_id: i64) -> Self {
+    fn collect(seqs: &[&mut Sequence], cache: &KvCache, pad_id: i64) -> Self {
         let queries: Vec<Vec<i64>> = seqs.iter().map(|s| s.query_tokens()).collect();
         let q_max = queries.iter().map(Vec::len).max().unwrap_or(0) as i64;
+        // `BlockDecoder::step` only packs admitted sequences.
+        let tables: Vec<&[usize]> = seqs
+            .iter()
+            .map(|s| cache.table(s.slot.unwrap_or(usize::MAX)))
+            .collect();
+        let pages_per_row = tables.iter().map(|t| t.len()).max().unwrap_or(0).max(1);
+        let page = cache.page_size() as i64;
         let mut host = Self {
             ids: Vec::with_capacity(seqs.len() * q_max as usize),
             cached: seqs.iter().map(|s| s.cached_len() as i64).collect(),
             lens: queries.iter().map(|q| q.len() as i64).collect(),
-            // `BlockDecoder::step` only packs admitted sequences.
-            slots: seqs.iter().map(|s| s.slot.unwrap_or(0) as i64).collect(),
+            tables: Vec::with_capacity(seqs.len() * pages_per_row),
+            pages_per_row: pages_per_row as i64,
             block_starts: seqs.iter().map(|s| s.block_row() as i64).collect(),
             write_rows: Vec::new(),
-            write_slots: Vec::new(),
-            write_positions: Vec::new(),
+            write_pages: Vec::new(),
+            write_offsets: Vec::new(),
             q_max,
             key_len: 0,
         };
         for (i, query) in queries.iter().enumerate() {
+            let table = tables[i];
+            host.tables.extend(table.iter().map(|&p| p as i64));
+            host.tables.resize((i + 1) * pages_per_row, 0);
             host.key_len = host.key_len.max(host.cached[i] + host.lens[i]);
             for j in 0..q_max {
                 host.ids
                     .push(query.get(j as usize).copied().unwrap_or(pad_id));
                 if j < host.lens[i] {
+                    let position = host.cached[i] + j;
                     host.write_rows.push(i as i64 * q_max + j);
-                    host.write_slots.push(host.slots[i]);
-                    host.write_positions.push(host.cached[i] + j);
+                    host.write_pages.push(
+                        table
+                            .get((position / page) as usize)
+                            .map_or(0, |&p| p as i64),
+                    );
+                    host.write_offsets.push(position % page);
                 }
             }
         }
         host
-    }
-
-    /// `Some(first)` when the slots are `first, first + 1, …` (the cache is read as a view).
-    fn contiguous_from(&self) -> Option<i64> {
-        let contiguous = self.slots.windows(2).all(|w| w[1] == w[0] + 1);
-        contiguous.then(|| self.slots.first().copied()).flatten()
     }
 }
 

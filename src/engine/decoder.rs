@@ -8,7 +8,7 @@
 use tch::Tensor;
 
 use super::batch::ForwardBatch;
-use super::kv_cache::KvCache;
+use super::kv_cache::{Admission, CacheShape, KvCache};
 use super::params::{FinishReason, GenerationParams, Remasking};
 use super::sampler::{sample_rows, RowSampling};
 use super::sequence::{Sequence, SpecialIds, StepOutcome};
@@ -47,8 +47,26 @@ impl<'m> BlockDecoder<'m> {
         slots: usize,
         capacity: usize,
     ) -> Self {
-        let kind = model.dtype();
-        let cache = KvCache::new(model.config(), slots, capacity, kind, model.device());
+        let shape = CacheShape::worst_case(slots, capacity);
+        Self::with_cache(model, special, tokenizer, shape)
+    }
+
+    /// A decoder whose paged KV cache has `shape` (sequences share its pages).
+    pub fn with_cache(
+        model: &'m Sdar,
+        special: SpecialIds,
+        tokenizer: Option<&'m TextTokenizer>,
+        shape: CacheShape,
+    ) -> Self {
+        let (kind, device) = (model.dtype(), model.device());
+        let cache = KvCache::new(
+            model.config(),
+            shape.max_sequences,
+            shape.pages,
+            shape.page_size,
+            kind,
+            device,
+        );
         let banned = tokenizer.map_or_else(|| vec![special.mask], |t| t.never_generate.clone());
         Self {
             model,
@@ -75,17 +93,21 @@ impl<'m> BlockDecoder<'m> {
         &self.cache
     }
 
-    /// Gives `seq` a KV slot; fails if none is free or its context cannot fit.
+    /// Gives `seq` a KV slot with the pages its longest context needs promised; fails if the
+    /// cache could never hold it, or cannot now.
     pub fn admit(&mut self, seq: &mut Sequence) -> Result<(), EngineError> {
-        if seq.max_context() > self.cache.capacity() {
-            return Err(EngineError::TooLong {
-                needed: seq.max_context(),
+        let needed = seq.max_context();
+        match self.cache.admission(needed) {
+            Admission::Never => Err(EngineError::TooLong {
+                needed,
                 capacity: self.cache.capacity(),
-            });
+            }),
+            Admission::Wait => Err(EngineError::CacheFull),
+            Admission::Fits => {
+                seq.slot = self.cache.allocate(needed);
+                seq.slot.map(|_| ()).ok_or(EngineError::CacheFull)
+            }
         }
-        let slot = self.cache.allocate().ok_or(EngineError::CacheFull)?;
-        seq.slot = Some(slot);
-        Ok(())
     }
 
     /// Frees `seq`'s KV slot.
@@ -117,7 +139,12 @@ impl<'m> BlockDecoder<'m> {
         let want_entropy = seqs
             .iter()
             .any(|s| s.params.denoise.remasking == Remasking::EntropyBounded);
-        let batch = ForwardBatch::pack(seqs, self.special.mask, self.model.device());
+        let needs: Vec<(usize, usize)> = seqs
+            .iter()
+            .filter_map(|s| Some((s.slot?, s.cached_len() + s.query_len())))
+            .collect();
+        self.cache.grow(&needs).map_err(EngineError::Invalid)?;
+        let batch = ForwardBatch::pack(seqs, &self.cache, self.special.mask, self.model.device());
         // libtorch reports shape errors and out-of-memory as panics through tch's infallible
         // API; contain them so one failing batch cannot take the caller down.
         let forward = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -248,7 +275,12 @@ pub fn generate(
     let mut waiting = seqs.iter_mut().enumerate().peekable();
     let mut active: Vec<(usize, &mut Sequence)> = Vec::new();
     while waiting.peek().is_some() || !active.is_empty() {
-        while decoder.cache().free_slots() > 0 {
+        while let Some((_, next)) = waiting.peek() {
+            if !active.is_empty()
+                && decoder.cache().admission(next.max_context()) != Admission::Fits
+            {
+                break;
+            }
             let Some((i, seq)) = waiting.next() else {
                 break;
             };

@@ -1,79 +1,244 @@
-//! The KV cache: per layer one `(slots, Hkv, capacity, D)` key and value tensor, a slot per
-//! admitted sequence, and a free list. Keys/values are written at absolute positions; a forward
-//! binds the cache to a batch through [`CacheBinding`], which stores the new rows and hands the
-//! attention the cached prefix of every slot in the batch.
+//! The paged KV cache: per layer one key and one value pool of `(pages, Hkv, page_size, D)`,
+//! shared by every sequence through its page table, so long contexts and many short requests
+//! draw on one budget instead of each slot reserving the worst case.
+//!
+//! Admission promises a sequence the pages it can ever need (prompt + `max_tokens` + a block of
+//! scratch), so a running sequence never runs out; it takes them as it grows and gives back
+//! every page on release. Page 0 is a zeroed padding page that is never handed out. On the CPU
+//! the pools are allocated uninitialised, so the OS commits memory only as pages are first
+//! written (the process grows with what the sequences hold); a page is zeroed when first handed
+//! out, so a masked attention read never meets an uninitialised NaN.
 
 use tch::{Device, Kind, Tensor};
 
 use crate::model::{KvBinding, SdarConfig};
 
-/// Key/value storage for up to `slots` sequences of up to `capacity` positions each.
+/// Positions per page unless a caller says otherwise (as vLLM's default block).
+pub const DEFAULT_PAGE_SIZE: usize = 16;
+
+/// The size of a cache: how many sequences, and pages of how many positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheShape {
+    /// Sequences decoded at once.
+    pub max_sequences: usize,
+    /// Usable pages (shared by every sequence).
+    pub pages: usize,
+    /// Positions per page.
+    pub page_size: usize,
+}
+
+impl CacheShape {
+    /// Room for `sequences` sequences of `positions` positions each (the worst case).
+    pub fn worst_case(sequences: usize, positions: usize) -> Self {
+        Self {
+            max_sequences: sequences,
+            pages: sequences * positions.div_ceil(DEFAULT_PAGE_SIZE),
+            page_size: DEFAULT_PAGE_SIZE,
+        }
+    }
+}
+
+/// Whether a sequence needing some positions can be admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Now.
+    Fits,
+    /// Once running sequences release pages or a sequence slot.
+    Wait,
+    /// Never: it needs more pages than the whole cache has.
+    Never,
+}
+
+/// One sequence's pages: those it holds, and how many more it was promised.
+#[derive(Debug, Default)]
+struct PageTable {
+    pages: Vec<usize>,
+    promised: usize,
+}
+
+/// Paged key/value storage for up to `max_sequences` sequences.
 #[derive(Debug)]
 pub struct KvCache {
     keys: Vec<Tensor>,
     values: Vec<Tensor>,
-    capacity: usize,
-    free: Vec<usize>,
-    slots: usize,
+    page_size: usize,
+    usable_pages: usize,
+    free_pages: Vec<usize>,
+    zeroed: Vec<bool>,
+    unpromised: usize,
+    tables: Vec<Option<PageTable>>,
+    free_slots: Vec<usize>,
+}
+
+/// Bytes one cached position takes over all layers (keys and values).
+pub fn bytes_per_position(config: &SdarConfig, kind: Kind) -> usize {
+    let per_layer = config.num_key_value_heads * config.head_dim() * 2;
+    (per_layer * config.num_hidden_layers) as usize * kind.elt_size_in_bytes()
 }
 
 impl KvCache {
-    /// Allocates (zeroed) storage for `slots` sequences of `capacity` positions.
+    /// A cache of `pages` usable pages of `page_size` positions for up to `max_sequences`
+    /// sequences.
     pub fn new(
         config: &SdarConfig,
-        slots: usize,
-        capacity: usize,
+        max_sequences: usize,
+        pages: usize,
+        page_size: usize,
         kind: Kind,
         device: Device,
     ) -> Self {
+        let page_size = page_size.max(1);
         let shape = [
-            slots as i64,
+            pages as i64 + 1,
             config.num_key_value_heads,
-            capacity as i64,
+            page_size as i64,
             config.head_dim(),
         ];
+        let pool = || {
+            let t = if device == Device::Cpu {
+                Tensor::empty(shape, (kind, device))
+            } else {
+                Tensor::zeros(shape, (kind, device))
+            };
+            let _ = t.get(0).zero_();
+            t
+        };
         let layers = config.num_hidden_layers as usize;
+        let mut zeroed = vec![device != Device::Cpu; pages + 1];
+        zeroed[0] = true;
         Self {
-            keys: (0..layers)
-                .map(|_| Tensor::zeros(shape, (kind, device)))
-                .collect(),
-            values: (0..layers)
-                .map(|_| Tensor::zeros(shape, (kind, device)))
-                .collect(),
-            capacity,
-            free: (0..slots).rev().collect(),
-            slots,
+            keys: (0..layers).map(|_| pool()).collect(),
+            values: (0..layers).map(|_| pool()).collect(),
+            page_size,
+            usable_pages: pages,
+            free_pages: (1..=pages).rev().collect(),
+            zeroed,
+            unpromised: pages,
+            tables: (0..max_sequences).map(|_| None).collect(),
+            free_slots: (0..max_sequences).rev().collect(),
         }
     }
 
-    /// Positions per slot.
+    /// Positions per page.
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    /// Pages sequences can hold (the padding page excluded).
+    pub fn pages(&self) -> usize {
+        self.usable_pages
+    }
+
+    /// Pages held by sequences now.
+    pub fn pages_in_use(&self) -> usize {
+        self.usable_pages - self.free_pages.len()
+    }
+
+    /// Positions the whole cache holds.
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.usable_pages * self.page_size
     }
 
-    /// Total slots.
+    /// Sequences the cache serves at once.
     pub fn slots(&self) -> usize {
-        self.slots
+        self.tables.len()
     }
 
-    /// Slots not in use.
+    /// Sequence slots not in use.
     pub fn free_slots(&self) -> usize {
-        self.free.len()
+        self.free_slots.len()
     }
 
-    /// Takes a free slot (the lowest), if any.
-    pub fn allocate(&mut self) -> Option<usize> {
-        self.free.pop()
+    /// Pages needed for `positions` positions.
+    pub fn pages_for(&self, positions: usize) -> usize {
+        positions.div_ceil(self.page_size)
     }
 
-    /// Returns `slot` to the free list.
+    /// Whether a sequence that may reach `positions` positions can be admitted.
+    pub fn admission(&self, positions: usize) -> Admission {
+        let needed = self.pages_for(positions);
+        if needed > self.usable_pages {
+            Admission::Never
+        } else if self.free_slots.is_empty() || needed > self.unpromised {
+            Admission::Wait
+        } else {
+            Admission::Fits
+        }
+    }
+
+    /// Admits a sequence that may reach `positions` positions (its pages are promised, not
+    /// yet taken); `None` unless [`Self::admission`] says it fits.
+    pub fn allocate(&mut self, positions: usize) -> Option<usize> {
+        if self.admission(positions) != Admission::Fits {
+            return None;
+        }
+        let slot = self.free_slots.pop()?;
+        let promised = self.pages_for(positions);
+        self.unpromised -= promised;
+        self.tables[slot] = Some(PageTable {
+            pages: Vec::new(),
+            promised,
+        });
+        Some(slot)
+    }
+
+    /// Gives back every page of `slot` (held and promised) and the slot itself.
     pub fn release(&mut self, slot: usize) {
-        debug_assert!(!self.free.contains(&slot), "slot {slot} released twice");
-        self.free.push(slot);
-        self.free.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(table) = self.tables.get_mut(slot).and_then(Option::take) else {
+            debug_assert!(false, "slot {slot} released twice");
+            return;
+        };
+        self.unpromised += table.pages.len() + table.promised;
+        self.free_pages.extend(table.pages);
+        self.free_slots.push(slot);
     }
 
-    /// Bytes held by the cache tensors.
+    /// Makes each `(slot, positions)` hold pages for that many positions, zeroing pages handed
+    /// out for the first time; fails if a slot asks past what it was promised.
+    pub fn grow(&mut self, needs: &[(usize, usize)]) -> Result<(), String> {
+        let mut fresh = Vec::new();
+        let mut outcome = Ok(());
+        for &(slot, positions) in needs {
+            let wanted = self.pages_for(positions);
+            let Some(table) = self.tables.get_mut(slot).and_then(Option::as_mut) else {
+                outcome = Err(format!("KV slot {slot} is not allocated"));
+                break;
+            };
+            let missing = wanted.saturating_sub(table.pages.len());
+            if missing > table.promised || missing > self.free_pages.len() {
+                outcome = Err(format!("KV slot {slot} grew past its promised pages"));
+                break;
+            }
+            for _ in 0..missing {
+                let Some(page) = self.free_pages.pop() else {
+                    break;
+                };
+                table.promised -= 1;
+                table.pages.push(page);
+                if !self.zeroed[page] {
+                    self.zeroed[page] = true;
+                    fresh.push(page as i64);
+                }
+            }
+        }
+        if !fresh.is_empty() {
+            let index = Tensor::from_slice(&fresh).to_device(self.keys[0].device());
+            for pool in self.keys.iter_mut().chain(self.values.iter_mut()) {
+                let _ = pool.index_fill_(0, &index, 0.0);
+            }
+        }
+        outcome
+    }
+
+    /// The pages `slot` holds, in position order.
+    pub fn table(&self, slot: usize) -> &[usize] {
+        self.tables
+            .get(slot)
+            .and_then(Option::as_ref)
+            .map_or(&[], |t| t.pages.as_slice())
+    }
+
+    /// Bytes the cache tensors span (on the CPU, memory is committed as pages are first used).
     pub fn bytes(&self) -> usize {
         self.keys
             .iter()
@@ -82,28 +247,26 @@ impl KvCache {
             .sum()
     }
 
-    /// Binds the cache to one batch: `slots` (one per batch row), where each valid query row
-    /// writes (`write_rows` into the flattened `(B·Q)` rows, at `write_slots`/`write_positions`),
-    /// and how many positions the attention reads (`key_len`).
+    /// Binds the cache to one batch's [`WritePlan`].
     pub fn bind<'a>(&'a self, plan: &'a WritePlan) -> CacheBinding<'a> {
         CacheBinding { cache: self, plan }
     }
 }
 
-/// Where one forward's rows go in the cache.
+/// Where one forward's rows go in the cache and which pages each batch row reads.
 #[derive(Debug)]
 pub struct WritePlan {
-    /// Slot of each batch row, `(B,)` int64.
-    pub slots: Tensor,
-    /// `Some(first)` when the slots are `first..first+B` (read with a view, no gather).
-    pub contiguous_from: Option<i64>,
+    /// `(B · pages_per_row)` page ids: each batch row's table, padded with page 0.
+    pub tables: Tensor,
+    /// Pages read per batch row.
+    pub pages_per_row: i64,
     /// Indices of the valid (non-padding) rows in the flattened `(B·Q)` query, `(N,)`.
     pub write_rows: Tensor,
-    /// Slot of each valid row, `(N,)`.
-    pub write_slots: Tensor,
-    /// Absolute position of each valid row, `(N,)`.
-    pub write_positions: Tensor,
-    /// Positions the attention reads from every slot.
+    /// Page of each valid row, `(N,)`.
+    pub write_pages: Tensor,
+    /// Offset inside its page of each valid row, `(N,)`.
+    pub write_offsets: Tensor,
+    /// Positions the attention reads from every row.
     pub key_len: i64,
 }
 
@@ -114,23 +277,21 @@ pub struct CacheBinding<'a> {
 }
 
 impl CacheBinding<'_> {
-    fn store_and_read(&self, store: &Tensor, new: &Tensor) -> Tensor {
+    fn store_and_read(&self, pool: &Tensor, new: &Tensor) -> Tensor {
         let (b, h, q, d) = new.size4().unwrap_or((0, 0, 0, 0));
+        let plan = self.plan;
         let rows = new
             .transpose(1, 2)
             .reshape([b * q, h, d])
-            .index_select(0, &self.plan.write_rows);
-        let indices = [
-            Some(&self.plan.write_slots),
-            None,
-            Some(&self.plan.write_positions),
-        ];
-        let _ = store.shallow_clone().index_put_(&indices, &rows, false);
-        let prefix = store.narrow(2, 0, self.plan.key_len);
-        match self.plan.contiguous_from {
-            Some(first) => prefix.narrow(0, first, b),
-            None => prefix.index_select(0, &self.plan.slots),
-        }
+            .index_select(0, &plan.write_rows);
+        let indices = [Some(&plan.write_pages), None, Some(&plan.write_offsets)];
+        let _ = pool.shallow_clone().index_put_(&indices, &rows, false);
+        let page = self.cache.page_size as i64;
+        pool.index_select(0, &plan.tables)
+            .view([b, plan.pages_per_row, h, page, d])
+            .permute([0, 2, 1, 3, 4])
+            .reshape([b, h, plan.pages_per_row * page, d])
+            .narrow(2, 0, plan.key_len)
     }
 }
 
@@ -139,5 +300,51 @@ impl KvBinding for CacheBinding<'_> {
         let keys = self.store_and_read(&self.cache.keys[layer], k);
         let values = self.store_and_read(&self.cache.values[layer], v);
         (keys, values)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(pages: usize, slots: usize) -> KvCache {
+        KvCache::new(
+            &SdarConfig::tiny(16),
+            slots,
+            pages,
+            4,
+            Kind::Float,
+            Device::Cpu,
+        )
+    }
+
+    #[test]
+    fn admission_promises_pages_and_release_returns_them() {
+        let mut c = cache(10, 3);
+        assert_eq!(c.admission(41), Admission::Never, "11 pages > 10");
+        let a = c.allocate(24).unwrap(); // 6 pages promised
+        assert_eq!(c.admission(20), Admission::Wait, "5 > 4 unpromised");
+        let b = c.allocate(16).unwrap(); // 4 pages
+        assert_eq!(c.pages_in_use(), 0, "promised, not taken");
+        c.grow(&[(a, 9), (b, 4)]).unwrap();
+        assert_eq!(
+            (c.table(a).len(), c.table(b).len(), c.pages_in_use()),
+            (3, 1, 4)
+        );
+        assert!(c.grow(&[(b, 17)]).is_err(), "b was promised 4 pages");
+        c.release(a);
+        assert_eq!(c.pages_in_use(), 1);
+        assert_eq!(c.admission(24), Admission::Fits);
+        assert!(
+            !c.table(b).contains(&0),
+            "page 0 is padding, never handed out"
+        );
+    }
+
+    #[test]
+    fn a_sequence_slot_limit_still_applies() {
+        let mut c = cache(100, 1);
+        c.allocate(4).unwrap();
+        assert_eq!(c.admission(4), Admission::Wait);
     }
 }

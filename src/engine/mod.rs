@@ -5,6 +5,8 @@
 pub mod batch;
 pub mod decoder;
 pub mod denoise;
+pub mod device_memory;
+pub mod kv_budget;
 pub mod kv_cache;
 pub mod params;
 pub mod request;

@@ -65,15 +65,15 @@ pub enum SubmitError {
     EngineGone,
 }
 
+use super::kv_cache::CacheShape;
+
 /// Limits of the engine.
 #[derive(Debug, Clone, Copy)]
 pub struct RunnerLimits {
-    /// Sequences in the running batch (= KV-cache slots).
-    pub max_batch_size: usize,
-    /// Requests waiting for a slot before new ones get 429.
+    /// Requests waiting for admission before new ones get 429.
     pub max_queue: usize,
-    /// Positions per KV slot (prompt + completion + one block).
-    pub slot_capacity: usize,
+    /// The paged KV cache: sequences decoded together and the pages they share.
+    pub cache: CacheShape,
 }
 
 /// State shared between the engine thread and its handles.

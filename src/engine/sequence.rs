@@ -22,6 +22,13 @@ pub struct SpecialIds {
     pub mask: i64,
 }
 
+/// Cache positions a request with a `prompt_len`-token prompt can ever need: prompt and
+/// completion rounded up to whole blocks, plus one block of scratch.
+pub fn context_needed(prompt_len: usize, params: &GenerationParams) -> usize {
+    let b = params.denoise.block_size.max(1);
+    (prompt_len + params.stop.max_tokens).div_ceil(b) * b + b
+}
+
 /// Decoding state of one sequence.
 #[derive(Debug)]
 pub struct Sequence {
@@ -131,8 +138,7 @@ impl Sequence {
 
     /// Cache positions this sequence can ever need (prompt + completion + one block of scratch).
     pub fn max_context(&self) -> usize {
-        let b = self.block_size();
-        (self.prompt_len + self.params.stop.max_tokens).div_ceil(b) * b + b
+        context_needed(self.prompt_len, &self.params)
     }
 
     /// One uniform in `(0, 1)` per block position from this request's stream.

@@ -10,7 +10,9 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::kv_cache::Admission;
 use super::request::{Completion, EngineEvent, EngineRequest, RunnerLimits, Shared};
+use super::sequence::context_needed;
 use super::text_stream::TextStream;
 use super::{BlockDecoder, EngineError, FinishReason, GenerationParams, Sequence, SpecialIds};
 use crate::metrics::Metrics;
@@ -52,14 +54,12 @@ impl<'m> Engine<'m> {
             eos: tokenizer.eos_id,
             mask: tokenizer.mask_id,
         };
-        let decoder = BlockDecoder::new(
-            model,
-            special,
-            Some(tokenizer),
-            limits.max_batch_size,
-            limits.slot_capacity,
-        );
-        metrics.kv_slots_total.set(limits.max_batch_size as i64);
+        let decoder = BlockDecoder::with_cache(model, special, Some(tokenizer), limits.cache);
+        metrics
+            .kv_slots_total
+            .set(limits.cache.max_sequences as i64);
+        metrics.kv_pages_total.set(limits.cache.pages as i64);
+        metrics.kv_page_size.set(limits.cache.page_size as i64);
         Self {
             decoder,
             special,
@@ -118,8 +118,14 @@ impl<'m> Engine<'m> {
         });
     }
 
+    /// Admits waiting requests in arrival order while the cache can promise them their pages
+    /// (one that never could fails at once).
     fn admit(&mut self) {
-        while self.decoder.cache().free_slots() > 0 {
+        while let Some(front) = self.waiting.front() {
+            let needed = context_needed(front.prompt.len(), &front.params);
+            if self.decoder.cache().admission(needed) == Admission::Wait {
+                break;
+            }
             let Some(request) = self.waiting.pop_front() else {
                 break;
             };
@@ -300,6 +306,7 @@ impl<'m> Engine<'m> {
         self.metrics
             .kv_slots_used
             .set((cache.slots() - cache.free_slots()) as i64);
+        self.metrics.kv_pages_used.set(cache.pages_in_use() as i64);
     }
 }
 

@@ -91,12 +91,13 @@ fn cuda_device(index: usize) -> Result<tch::Device, String> {
     }
 }
 
-/// Parses `f32`, `bf16` or `f16` into a tensor kind.
-pub fn parse_dtype(name: &str) -> Result<tch::Kind, String> {
+/// Parses `f32`, `bf16`, `f16` or `auto` (bf16 on CUDA, f32 elsewhere) into a tensor kind.
+pub fn parse_dtype(name: &str, device: tch::Device) -> Result<tch::Kind, String> {
     match name {
-        "f32" | "float32" => Ok(tch::Kind::Float),
+        "auto" if device.is_cuda() => Ok(tch::Kind::BFloat16),
+        "auto" | "f32" | "float32" => Ok(tch::Kind::Float),
         "bf16" | "bfloat16" => Ok(tch::Kind::BFloat16),
         "f16" | "float16" => Ok(tch::Kind::Half),
-        other => Err(format!("unknown dtype `{other}` (f32, bf16, f16)")),
+        other => Err(format!("unknown dtype `{other}` (auto, f32, bf16, f16)")),
     }
 }

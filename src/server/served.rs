@@ -12,6 +12,9 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 
 use super::validate::Limits;
+use crate::engine::device_memory::cuda_free_and_total;
+use crate::engine::kv_budget::{self, available_memory, Budget, KvPlan};
+use crate::engine::kv_cache::bytes_per_position;
 use crate::engine::runner::{spawn_labelled, EngineHandle, RunnerLimits};
 use crate::metrics::Metrics;
 use crate::model::generation_config::GenerationConfig;
@@ -26,10 +29,15 @@ pub struct ServeOptions {
     pub max_batch_size: usize,
     /// Requests waiting before 429.
     pub max_queue: usize,
-    /// Longest prompt.
-    pub max_input_tokens: usize,
-    /// Longest prompt + completion (capped by the model).
-    pub max_total_tokens: usize,
+    /// Longest prompt (default: the context limit less one).
+    pub max_input_tokens: Option<usize>,
+    /// Longest prompt + completion (default: the model's `max_position_embeddings`, capped
+    /// by the KV budget).
+    pub max_total_tokens: Option<usize>,
+    /// Bytes of KV cache (default: derived from free memory).
+    pub kv_cache_memory: Option<usize>,
+    /// Share of a GPU's memory t3d may use in all (weights, cache, activations).
+    pub gpu_memory_utilization: f64,
     /// Where the model runs.
     pub device: tch::Device,
     /// Weight dtype.
@@ -77,12 +85,15 @@ impl ServedModel {
             );
         }
         let version = format!("{}-{}", weights_digest(dir)?, super::unix_now());
-        let max_total = opts
-            .max_total_tokens
-            .min(config.max_position_embeddings as usize);
+        let plan = kv_plan(&config, opts)?;
+        tracing::info!("{}", plan.describe());
+        let max_total = plan.max_model_len;
         let limits = Limits {
             served_model: opts.served_model_name.clone(),
-            max_input_tokens: opts.max_input_tokens.min(max_total.saturating_sub(1)),
+            max_input_tokens: opts
+                .max_input_tokens
+                .unwrap_or(max_total)
+                .min(max_total.saturating_sub(1)),
             max_total_tokens: max_total,
             default_block_size: config.block_size.unwrap_or(4),
             default_steps: config.default_steps_per_block(),
@@ -94,10 +105,8 @@ impl ServedModel {
         tracing::info!(chat_template = %tokenizer.chat_template_source(),
             stop_ids = ?tokenizer.stop_ids, sampling = ?limits.sampling, "decoding defaults");
         let runner_limits = RunnerLimits {
-            max_batch_size: opts.max_batch_size,
             max_queue: opts.max_queue,
-            // One block of slack: the last block may run past max_tokens before it is cut.
-            slot_capacity: max_total + 64,
+            cache: plan.shape,
         };
         let (load_dir, engine_tokenizer) = (dir.to_path_buf(), tokenizer.clone());
         let (device, kind) = (opts.device, opts.kind);
@@ -120,6 +129,43 @@ impl ServedModel {
         })
     }
 }
+
+/// Sizes the KV cache of `config` under `opts` (see [`kv_budget::plan`]).
+fn kv_plan(config: &SdarConfig, opts: &ServeOptions) -> anyhow::Result<KvPlan> {
+    let weights = config.num_parameters() as usize * opts.kind.elt_size_in_bytes();
+    let budget = match (opts.kv_cache_memory, opts.device) {
+        (Some(bytes), _) => Budget::Bytes(bytes),
+        (None, tch::Device::Cuda(index)) => {
+            let (free, total) = cuda_free_and_total(index)
+                .context("cannot read the GPU's free memory: set --kv-cache-memory")?;
+            let held_back = ((1.0 - opts.gpu_memory_utilization) * total as f64) as usize;
+            Budget::FreeFraction {
+                free: free.saturating_sub(held_back),
+                weights,
+                fraction: 1.0,
+            }
+        }
+        (None, _) => Budget::FreeFraction {
+            free: available_memory()
+                .context("cannot read the free memory: set --kv-cache-memory")?,
+            weights,
+            fraction: CPU_KV_FRACTION,
+        },
+    };
+    let model_len = config.max_position_embeddings.max(1) as usize;
+    kv_budget::plan(
+        bytes_per_position(config, opts.kind),
+        opts.max_batch_size,
+        model_len,
+        opts.max_total_tokens,
+        budget,
+    )
+    .map_err(anyhow::Error::msg)
+}
+
+/// Share of the host memory left after the weights that the KV cache may take on the CPU
+/// (committed only as sequences use it).
+pub const CPU_KV_FRACTION: f64 = 0.5;
 
 /// The model new requests go to; replaced atomically by a swap.
 pub struct ModelSlot(RwLock<Arc<ServedModel>>);
