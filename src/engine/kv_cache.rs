@@ -1,4 +1,4 @@
-//! The paged KV cache: per layer one key and one value pool of `(pages, Hkv, page_size, D)`,
+//! The paged KV cache: per layer one key and one value pool of `(pages, page_size, Hkv, D)`,
 //! shared by every sequence through its page table, so long contexts and many short requests
 //! draw on one budget instead of each slot reserving the worst case.
 //!
@@ -88,10 +88,11 @@ impl KvCache {
         device: Device,
     ) -> Self {
         let page_size = page_size.max(1);
+        // Position-major pages: a gathered table reads as `(B, K, Hkv, D)` without a copy.
         let shape = [
             pages as i64 + 1,
-            config.num_key_value_heads,
             page_size as i64,
+            config.num_key_value_heads,
             config.head_dim(),
         ];
         let pool = || {
@@ -284,14 +285,13 @@ impl CacheBinding<'_> {
             .transpose(1, 2)
             .reshape([b * q, h, d])
             .index_select(0, &plan.write_rows);
-        let indices = [Some(&plan.write_pages), None, Some(&plan.write_offsets)];
+        let indices = [Some(&plan.write_pages), Some(&plan.write_offsets)];
         let _ = pool.shallow_clone().index_put_(&indices, &rows, false);
         let page = self.cache.page_size as i64;
         pool.index_select(0, &plan.tables)
-            .view([b, plan.pages_per_row, h, page, d])
-            .permute([0, 2, 1, 3, 4])
-            .reshape([b, h, plan.pages_per_row * page, d])
-            .narrow(2, 0, plan.key_len)
+            .view([b, plan.pages_per_row * page, h, d])
+            .narrow(1, 0, plan.key_len)
+            .transpose(1, 2)
     }
 }
 
