@@ -48,26 +48,38 @@ def build_tokenizer_json(path: Path) -> None:
     tok.save(str(path))
 
 
-def write_weights(out: Path, logits: dict, hidden=64, layers=2, heads=4, kv=2, hd=16, ffn=128) -> None:
+SHAPES = {  # hidden, layers, heads, kv heads, head dim, ffn, tied
+    "tiny": (64, 2, 4, 2, 16, 128, False),
+    "sdar-1.7b": (2048, 28, 16, 8, 128, 6144, True),
+}
+
+
+def write_weights(out: Path, logits: dict, shape="tiny") -> None:
     import torch
     from safetensors.torch import save_file
 
+    hidden, layers, heads, kv, hd, ffn, tied = SHAPES[shape]
+    dtype = torch.bfloat16 if shape != "tiny" else torch.float32
     gen = torch.Generator().manual_seed(0)
-    rand = lambda *s: torch.randn(*s, generator=gen) * 0.02  # noqa: E731
-    w = {"model.embed_tokens.weight": rand(VOCAB_ROWS, hidden), "model.norm.weight": torch.ones(hidden),
-         "lm_head.weight": rand(VOCAB_ROWS, hidden)}
+    rand = lambda *s: (torch.randn(*s, generator=gen) * 0.02).to(dtype)  # noqa: E731
+    w = {"model.embed_tokens.weight": rand(VOCAB_ROWS, hidden), "model.norm.weight": torch.ones(hidden)}
+    if not tied:
+        w["lm_head.weight"] = rand(VOCAB_ROWS, hidden)
     for i in range(layers):
         p = f"model.layers.{i}."
-        w.update({p + "input_layernorm.weight": torch.ones(hidden),
-                  p + "post_attention_layernorm.weight": torch.ones(hidden),
+        w.update({p + "input_layernorm.weight": torch.ones(hidden, dtype=dtype),
+                  p + "post_attention_layernorm.weight": torch.ones(hidden, dtype=dtype),
                   p + "self_attn.q_proj.weight": rand(heads * hd, hidden),
                   p + "self_attn.k_proj.weight": rand(kv * hd, hidden),
                   p + "self_attn.v_proj.weight": rand(kv * hd, hidden),
                   p + "self_attn.o_proj.weight": rand(hidden, heads * hd),
-                  p + "self_attn.q_norm.weight": torch.ones(hd), p + "self_attn.k_norm.weight": torch.ones(hd),
+                  p + "self_attn.q_norm.weight": torch.ones(hd, dtype=dtype),
+                  p + "self_attn.k_norm.weight": torch.ones(hd, dtype=dtype),
                   p + "mlp.gate_proj.weight": rand(ffn, hidden), p + "mlp.up_proj.weight": rand(ffn, hidden),
                   p + "mlp.down_proj.weight": rand(hidden, ffn)})
+    w["model.norm.weight"] = w["model.norm.weight"].to(dtype)
     if logits:
+        assert shape == "tiny", "--logits needs the tiny shape"
         # Every embedding row the same and every block's output zero: the final hidden state is
         # ones everywhere, so logits[id] = hidden * lm_head[id, 0] for the rows set here, 0 else.
         w["model.embed_tokens.weight"] = torch.ones(VOCAB_ROWS, hidden)
@@ -82,7 +94,7 @@ def write_weights(out: Path, logits: dict, hidden=64, layers=2, heads=4, kv=2, h
               "hidden_size": hidden, "intermediate_size": ffn, "num_hidden_layers": layers,
               "num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": hd, "hidden_act": "silu",
               "rms_norm_eps": 1e-6, "rope_theta": 1000000, "max_position_embeddings": 32768,
-              "attention_bias": False, "tie_word_embeddings": False, "torch_dtype": "float32",
+              "attention_bias": False, "tie_word_embeddings": tied, "torch_dtype": str(dtype).split(".")[1],
               "block_size": 4, "mask_token_id": MASK_ID, "bos_token_id": 151643, "eos_token_id": 151643}
     (out / "config.json").write_text(json.dumps(config, indent=2))
 
@@ -136,6 +148,7 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("--logits", default="", help="ID=VALUE,… (default: random weights)")
     ap.add_argument("--expected", action="store_true", help="also write expected_prompts.json")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="tiny", help="sdar-1.7b: SDAR-1.7B-Chat's shape, bf16")
     ap.add_argument("--cache", default=str(ROOT / "target" / "qwen-fixture"))
     args = ap.parse_args()
     out, cache = Path(args.out), Path(args.cache)
@@ -156,7 +169,7 @@ def main() -> None:
         "bos_token_id": 151643, "do_sample": True, "eos_token_id": [151645, 151643], "pad_token_id": 151643,
         "temperature": 0.6, "top_k": 20, "top_p": 0.95}, indent=2))
     logits = {int(k): float(v) for k, v in (p.split("=") for p in args.logits.split(",") if p)}
-    write_weights(out, logits)
+    write_weights(out, logits, args.shape)
     if args.expected:
         expected_prompts(out)
     print(out)

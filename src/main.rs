@@ -10,8 +10,10 @@ fn main() {
     let json_logs = matches!(&cli.command, Command::Serve(a) if a.log_format == "json");
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Colours only on a terminal: logs written to files and collectors stay plain text.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json_logs {
         logs.json().init();

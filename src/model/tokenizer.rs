@@ -27,8 +27,8 @@ pub struct TextTokenizer {
     pub mask_id: i64,
     /// Padding id (`pad_token`; SDAR uses EOS), for batching training data.
     pub pad_id: Option<i64>,
-    /// Ids never sampled nor shown as text: `<|MASK|>` and the embedding rows past the
-    /// tokenizer's vocabulary (they have no token).
+    /// Ids never sampled nor shown as text (sorted): `<|MASK|>` and the embedding rows past
+    /// the tokenizer's vocabulary (they have no token).
     pub never_generate: Vec<i64>,
 }
 
@@ -88,6 +88,8 @@ impl TextTokenizer {
         let known = inner.get_vocab_size(true) as i64;
         let mut never_generate = vec![mask_id];
         never_generate.extend((known..rows).filter(|id| inner.id_to_token(*id as u32).is_none()));
+        never_generate.sort_unstable();
+        never_generate.dedup();
         Ok(Self {
             chat_template: ChatTemplate::find(dir, &tcfg, &eos_token)?,
             pad_id: token_string(&tcfg["pad_token"]).and_then(|t| id_of(&t)),
@@ -110,7 +112,7 @@ impl TextTokenizer {
     pub fn decode(&self, ids: &[i64], skip_special: bool) -> Result<String, ModelError> {
         let ids: Vec<u32> = ids
             .iter()
-            .filter(|id| !skip_special || !self.never_generate.contains(id))
+            .filter(|id| !skip_special || self.never_generate.binary_search(id).is_err())
             .map(|&i| i as u32)
             .collect();
         self.inner.decode(&ids, skip_special).map_err(tok_err)
