@@ -127,6 +127,14 @@ http_chat = json.load(http_post("/v1/chat/completions", dict(
     messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}],
     **common)))
 assert grpc_chat.choices[0].text == http_chat["choices"][0]["message"]["content"]
+# stop_token_ids: the third completion token ends the answer on both transports, without its text.
+stop_id = ids[2]
+grpc_stop = stub.Complete(pb.GenerateRequest(text=PROMPT, stop_token_ids=[stop_id], **common), metadata=AUTH)
+http_stop = json.load(http_post("/v1/completions", dict(prompt=PROMPT, stop_token_ids=[stop_id], **common)))
+first = ids.index(stop_id)
+assert list(grpc_stop.choices[0].token_ids) == ids[:first + 1], (grpc_stop, ids)
+assert FINISH[grpc_stop.choices[0].finish_reason] == http_stop["choices"][0]["finish_reason"] == "stop"
+assert grpc_stop.choices[0].text == http_stop["choices"][0]["text"]
 # n with seeds: choice i of either transport uses seed + i.
 sampled = dict(max_tokens=16, temperature=1.0, n=2, seed=11, ignore_eos=True)
 grpc_n = stub.Complete(pb.GenerateRequest(text=PROMPT, **sampled), metadata=AUTH)

@@ -30,6 +30,8 @@ pub fn common_params(request: &pb::GenerateRequest) -> CommonParams {
         remasking: request.remasking.clone(),
         confidence_threshold: request.confidence_threshold,
         ignore_eos: request.ignore_eos,
+        stop_token_ids: (!request.stop_token_ids.is_empty())
+            .then(|| request.stop_token_ids.clone()),
         ..CommonParams::default()
     }
 }
