@@ -101,3 +101,19 @@ pub fn parse_dtype(name: &str, device: tch::Device) -> Result<tch::Kind, String>
         other => Err(format!("unknown dtype `{other}` (auto, f32, bf16, f16)")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_dtype_is_bf16_on_cuda_and_f32_on_cpu() {
+        assert_eq!(
+            parse_dtype("auto", tch::Device::Cuda(0)),
+            Ok(tch::Kind::BFloat16)
+        );
+        assert_eq!(parse_dtype("auto", tch::Device::Cpu), Ok(tch::Kind::Float));
+        assert_eq!(parse_dtype("f16", tch::Device::Cpu), Ok(tch::Kind::Half));
+        assert!(parse_dtype("f64", tch::Device::Cpu).is_err());
+    }
+}
