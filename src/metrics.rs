@@ -84,6 +84,10 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let r = Registry::new();
+        // process_resident_memory_bytes, process_cpu_seconds_total, open fds, threads…
+        let _ = r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
         let secs = exponential_buckets(0.001, 2.0, 16).expect("static buckets");
         let tokens = exponential_buckets(1.0, 2.0, 14).expect("static buckets");
         let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("static opts");
@@ -300,7 +304,11 @@ mod tests {
         ] {
             assert!(text.contains(name), "missing {name}");
         }
-        let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
+        assert!(text.contains("process_resident_memory_bytes"));
+        let families = text
+            .lines()
+            .filter(|l| l.starts_with("# TYPE t3d_"))
+            .count();
         assert_eq!(
             families, 25,
             "labelled families without samples are not rendered"

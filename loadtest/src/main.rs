@@ -1,20 +1,33 @@
-//! `loadtest`: closed-loop load against a t3d server on loopback (HTTP, or gRPC with `--grpc`). For each concurrency level,
-//! that many workers send streaming completions back to back until the request count or the
-//! duration is reached; it reports p50/p90/p99 time to first block and latency, completion
-//! tokens per second and errors, as a table and JSON.
+//! `loadtest`: load against a t3d server on loopback, the tool to run before going live.
+//!
+//! Closed loop (`--concurrency`: N workers back to back; far past capacity and without
+//! `--backoff` that is a flood that ignores `Retry-After`) or open loop (`--rates` / a ramp:
+//! Poisson arrivals), streaming or not, over HTTP or gRPC, from the command line or a TOML
+//! scenario (request mixes, steps-per-block mixes, rate ramps). Per level: p50/p90/p99 of time to
+//! first block, time between blocks and end-to-end latency, tokens/s, goodput within a latency
+//! SLO, answers by status, and the server's own count from `/metrics` before and after (they
+//! must agree: a lost request shows). `--soak MINUTES` runs one long open-loop level and reports
+//! the server's memory and KV slots before and after. `--report DIR` writes JSON, Markdown and
+//! PNG plots. Bounded in count and time, loopback only.
 
 mod grpc;
+mod load;
+mod report;
+mod request;
+mod scenario;
+mod scrape;
 mod stats;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use eventsource_stream::Eventsource;
-use futures::StreamExt;
-use rand::Rng;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use stats::{Report, Sample};
+use load::Load;
+use request::Target;
+use scenario::{Mix, Scenario};
+use stats::Report;
 
 /// Command-line options.
 #[derive(Debug, Parser)]
@@ -22,9 +35,16 @@ struct Args {
     /// Server base URL (loopback only).
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     url: String,
-    /// Concurrency levels to run, one after the other.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    /// Closed-loop concurrency levels, one after the other.
+    #[arg(long, value_delimiter = ',')]
     concurrency: Vec<usize>,
+    /// Open-loop Poisson rates (requests per second), one level each.
+    #[arg(long, value_delimiter = ',')]
+    rates: Vec<f64>,
+    /// A TOML scenario (mix, concurrency / rates / ramp, stream, backoff, duration_s,
+    /// requests, slo_ms); the other load flags are then ignored.
+    #[arg(long)]
+    scenario: Option<std::path::PathBuf>,
     /// Requests per level.
     #[arg(long, default_value_t = 200)]
     requests: usize,
@@ -34,6 +54,18 @@ struct Args {
     /// max_tokens per request.
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
+    /// Non-streaming requests (one JSON answer each).
+    #[arg(long)]
+    no_stream: bool,
+    /// Honour Retry-After on 429 / 503 (retry, up to 5 tries) instead of counting a rejection.
+    #[arg(long)]
+    backoff: bool,
+    /// Latency SLO (ms) for goodput.
+    #[arg(long, default_value_t = 2000.0)]
+    slo_ms: f64,
+    /// One open-loop level of this many minutes at the first of --rates (a soak).
+    #[arg(long)]
+    soak: Option<f64>,
     /// Extra JSON merged into every request body (e.g. '{"steps_per_block": 1}').
     #[arg(long, default_value = "{}")]
     extra: String,
@@ -50,8 +82,11 @@ struct Args {
     /// Write the reports as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Write report.json, report.md, latency.png and goodput.png into this directory.
+    #[arg(long)]
+    report: Option<std::path::PathBuf>,
     /// Send the same requests over gRPC to this address (`http://127.0.0.1:PORT`, the server's
-    /// `--grpc-port`) instead of HTTP.
+    /// `--grpc-port`) instead of HTTP (closed loop only).
     #[arg(long)]
     grpc: Option<String>,
 }
@@ -68,140 +103,134 @@ fn check_loopback(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn body(args: &Args, extra: &Value) -> Value {
-    let mut rng = rand::rng();
-    let n = rng.random_range(3..=4);
-    let question: Vec<String> = (0..n)
-        .map(|_| rng.random_range(1..20).to_string())
-        .collect();
-    let question = question.join("+");
-    let mut body = if let Some(len) = args.prompt_len {
-        json!({"prompt": (0..len).map(|_| rng.random_range(1..=90)).collect::<Vec<i64>>()})
-    } else if args.chat {
-        json!({"messages": [{"role": "user", "content": question}]})
-    } else {
-        json!({"prompt": question})
-    };
-    body["max_tokens"] = json!(args.max_tokens);
-    body["temperature"] = json!(0);
-    body["stream"] = json!(true);
-    body["stream_options"] = json!({"include_usage": true});
-    if let (Some(obj), Some(more)) = (body.as_object_mut(), extra.as_object()) {
-        obj.extend(more.clone());
+/// The scenario of the command line (or its file).
+fn scenario_of(args: &Args) -> anyhow::Result<Scenario> {
+    if let Some(path) = &args.scenario {
+        return Scenario::from_toml(&std::fs::read_to_string(path)?);
     }
-    body
+    let mut rates = args.rates.clone();
+    let (mut duration_s, mut requests) = (args.duration, args.requests);
+    if let Some(minutes) = args.soak {
+        anyhow::ensure!(!rates.is_empty(), "--soak needs a rate (--rates R)");
+        rates.truncate(1);
+        duration_s = minutes * 60.0;
+        requests = usize::MAX;
+    }
+    let concurrency = if args.concurrency.is_empty() && rates.is_empty() {
+        vec![1, 8, 32]
+    } else {
+        args.concurrency.clone()
+    };
+    let scenario = Scenario {
+        mix: vec![Mix {
+            weight: 1.0,
+            prompt_tokens: args.prompt_len,
+            chat: args.chat,
+            max_tokens: args.max_tokens,
+            steps_per_block: None,
+        }],
+        concurrency,
+        rates,
+        ramp: None,
+        stream: !args.no_stream,
+        backoff: args.backoff,
+        duration_s,
+        requests,
+        slo_ms: args.slo_ms,
+    };
+    scenario.check()?;
+    Ok(scenario)
 }
 
-/// One streaming request: time to the first content chunk, latency, completion tokens.
-async fn one_request(client: &reqwest::Client, args: &Args, extra: &Value) -> Sample {
-    let path = if args.chat {
-        "/v1/chat/completions"
-    } else {
-        "/v1/completions"
-    };
-    let start = Instant::now();
-    let mut req = client
-        .post(format!("{}{path}", args.url))
-        .json(&body(args, extra));
-    if let Some(key) = &args.api_key {
-        req = req.bearer_auth(key);
-    }
-    let failed = |why: String| Sample::failed(start.elapsed(), why);
-    let resp = match req.send().await {
-        Ok(r) if r.status().is_success() => r,
-        Ok(r) => return failed(format!("HTTP {}", r.status().as_u16())),
-        Err(e) => return failed(e.to_string()),
-    };
-    let mut events = resp.bytes_stream().eventsource();
-    let (mut first, mut tokens) = (None, 0);
-    while let Some(event) = events.next().await {
-        let Ok(event) = event else {
-            return failed("broken stream".into());
-        };
-        if event.data == "[DONE]" {
-            break;
-        }
-        let Ok(chunk) = serde_json::from_str::<Value>(&event.data) else {
-            return failed("bad chunk".into());
-        };
-        if chunk.get("error").is_some() {
-            return failed("error event".into());
-        }
-        if first.is_none() && chunk["choices"].as_array().is_some_and(|c| !c.is_empty()) {
-            first = Some(start.elapsed());
-        }
-        if let Some(n) = chunk["usage"]["completion_tokens"].as_u64() {
-            tokens = n as usize;
-        }
-    }
-    Sample::ok(
-        first.unwrap_or_else(|| start.elapsed()),
-        start.elapsed(),
-        tokens,
-    )
-}
-
-async fn run_level(
-    client: &reqwest::Client,
-    grpc_client: Option<&grpc::Client>,
-    args: &Args,
-    extra: &Value,
-    concurrency: usize,
+/// Runs one level and attaches the server's view.
+async fn level(
+    load: &Load,
+    name: String,
+    rate: Option<f64>,
+    run: impl std::future::Future<Output = Vec<stats::Sample>>,
 ) -> Report {
-    let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
-    let issued = std::sync::atomic::AtomicUsize::new(0);
+    let before = scrape::scrape(&load.client, &load.target.url).await;
     let start = Instant::now();
-    let workers = (0..concurrency).map(|_| {
-        let mut grpc_client = grpc_client.cloned();
-        let issued = &issued;
-        async move {
-            let mut samples = Vec::new();
-            while Instant::now() < deadline
-                && issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < args.requests
-            {
-                let sample = match grpc_client.as_mut() {
-                    Some(c) => {
-                        grpc::one_request(c, &body(args, extra), args.api_key.as_deref()).await
-                    }
-                    None => one_request(client, args, extra).await,
-                };
-                samples.push(sample);
-            }
-            samples
-        }
-    });
-    let samples: Vec<Sample> = futures::future::join_all(workers)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
-    Report::new(concurrency, &samples, start.elapsed())
+    let samples = run.await;
+    let wall = start.elapsed();
+    // Let the server finish counting the last answers.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = scrape::scrape(&load.client, &load.target.url).await;
+    let slo = Duration::from_secs_f64(load.scenario.slo_ms / 1000.0);
+    let mut report = Report::new(name, rate, &samples, wall, slo);
+    if let (Some(b), Some(a), None) = (before, after, &load.grpc) {
+        report.server = Some(scrape::view(b, a, Report::answered_attempts(&samples)));
+    }
+    report
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     check_loopback(&args.url)?;
     if let Some(url) = &args.grpc {
         check_loopback(url)?;
     }
-    let extra: Value = serde_json::from_str(&args.extra)?;
+    let scenario = Arc::new(scenario_of(&args)?);
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
+        .pool_max_idle_per_host(1024)
+        .timeout(Duration::from_secs(120))
         .build()?;
-    let grpc_client = match &args.grpc {
+    let grpc = match &args.grpc {
         Some(url) => Some(grpc::connect(url.clone()).await?),
         None => None,
     };
+    let load = Load {
+        client,
+        grpc,
+        target: Target {
+            url: args.url.clone(),
+            api_key: args.api_key.clone(),
+            backoff: scenario.backoff,
+        },
+        scenario: scenario.clone(),
+        extra: Arc::new(serde_json::from_str::<Value>(&args.extra)?),
+    };
     let mut reports = Vec::new();
     println!("{}", Report::header());
-    for &c in &args.concurrency {
-        let report = run_level(&client, grpc_client.as_ref(), &args, &extra, c).await;
+    for &c in &scenario.concurrency {
+        let report = level(&load, format!("c={c}"), None, load.closed_loop(c)).await;
         println!("{}", report.row());
+        reports.push(report);
+    }
+    anyhow::ensure!(
+        load.grpc.is_none() || scenario.open_loop_rates().is_empty(),
+        "open-loop rates are HTTP only"
+    );
+    for rate in scenario.open_loop_rates() {
+        let report = level(
+            &load,
+            format!("rate={rate}/s"),
+            Some(rate),
+            load.open_loop(rate),
+        )
+        .await;
+        println!("{}", report.row());
+        if let Some(s) = report.server.as_ref().filter(|_| args.soak.is_some()) {
+            println!(
+                "soak: sent {} answered {} lost {}; server RSS {:.1} -> {:.1} MiB, KV slots in use {} -> {}",
+                report.sent,
+                report.sent - report.lost,
+                report.lost,
+                s.rss_before / 1048576.0,
+                s.rss_after / 1048576.0,
+                s.kv_slots_used_before,
+                s.kv_slots_used_after
+            );
+        }
         reports.push(report);
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&reports)?)?;
+    }
+    if let Some(dir) = &args.report {
+        let command: Vec<String> = std::env::args().collect();
+        report::write(dir, &command.join(" "), &reports)?;
     }
     Ok(())
 }

@@ -1,37 +1,62 @@
-//! Samples, percentiles and the per-level report.
+//! Samples, percentiles and the per-level report: latency (time to first block, between
+//! blocks, end to end) of the completed requests, goodput within a latency SLO, answers by
+//! status, and the server's own count of the same requests.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
 
 /// One request's outcome.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Sample {
+    /// HTTP status of the final answer (gRPC: 200 or 500); 0 when no answer came (transport).
+    pub status: u16,
     first_block: Duration,
     latency: Duration,
+    /// Gaps between consecutive content chunks.
+    pub gaps: Vec<Duration>,
     tokens: usize,
     error: Option<String>,
+    /// Tries it took (more than one only with back-off).
+    pub attempts: u32,
 }
 
 impl Sample {
     /// A completed request.
     pub fn ok(first_block: Duration, latency: Duration, tokens: usize) -> Self {
         Self {
+            status: 200,
             first_block,
             latency,
             tokens,
-            error: None,
+            attempts: 1,
+            ..Self::default()
         }
     }
 
-    /// A failed request.
+    /// A failed request (`status` 0 when nothing was answered).
     pub fn failed(latency: Duration, why: String) -> Self {
         Self {
             first_block: latency,
             latency,
-            tokens: 0,
             error: Some(why),
+            attempts: 1,
+            ..Self::default()
         }
+    }
+
+    /// A request the server answered with an error status.
+    pub fn refused(status: u16, latency: Duration) -> Self {
+        Self {
+            status,
+            ..Self::failed(latency, format!("HTTP {status}"))
+        }
+    }
+
+    /// Whether it completed.
+    pub fn is_ok(&self) -> bool {
+        self.error.is_none()
     }
 }
 
@@ -61,66 +86,138 @@ pub fn percentiles(mut values: Vec<f64>) -> Percentiles {
     }
 }
 
-/// The results of one concurrency level.
+/// What the server's `/metrics` said about one level.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServerView {
+    /// Generation requests the server answered during the level (any status).
+    pub requests_answered: f64,
+    /// Resident memory before and after (bytes).
+    pub rss_before: f64,
+    /// See `rss_before`.
+    pub rss_after: f64,
+    /// KV-cache sequence slots in use before and after.
+    pub kv_slots_used_before: f64,
+    /// See `kv_slots_used_before`.
+    pub kv_slots_used_after: f64,
+    /// Whether the server answered exactly the requests the client got answers to.
+    pub counts_agree: bool,
+}
+
+/// The results of one load level.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// Concurrent workers.
-    pub concurrency: usize,
-    /// Requests finished (ok + errors).
-    pub requests: usize,
-    /// Failed requests.
-    pub errors: usize,
+    /// `c=16`, `rate=200/s`, …
+    pub level: String,
+    /// Requests per second offered (open loop: the rate; closed loop: what was sent).
+    pub offered_rps: f64,
+    /// Requests sent (first tries).
+    pub sent: usize,
+    /// Requests completed.
+    pub completed: usize,
+    /// Requests with no answer at all (socket error, timeout): lost.
+    pub lost: usize,
+    /// Final answers by HTTP status (0: no answer).
+    pub by_status: BTreeMap<u16, usize>,
     /// First error message, if any.
     pub first_error: Option<String>,
     /// Wall time of the level (s).
     pub seconds: f64,
-    /// Completion tokens per second over the level.
+    /// Completed requests per second.
+    pub completed_rps: f64,
+    /// Completed within the SLO, per second.
+    pub goodput_rps: f64,
+    /// The latency SLO of `goodput_rps` (ms).
+    pub slo_ms: f64,
+    /// Completion tokens per second.
     pub tokens_per_second: f64,
-    /// Requests per second.
-    pub requests_per_second: f64,
-    /// Time to first block (ms).
+    /// Time to first block of completed requests (ms).
     pub time_to_first_block_ms: Percentiles,
-    /// Request latency (ms).
+    /// Time between blocks of completed requests (ms).
+    pub inter_block_ms: Percentiles,
+    /// End-to-end latency of completed requests (ms).
     pub latency_ms: Percentiles,
+    /// The server's own view, when `/metrics` was scraped.
+    pub server: Option<ServerView>,
 }
 
 impl Report {
-    /// Summarises `samples` taken over `wall`.
-    pub fn new(concurrency: usize, samples: &[Sample], wall: Duration) -> Self {
-        let ok: Vec<&Sample> = samples.iter().filter(|s| s.error.is_none()).collect();
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    /// Summarises `samples` taken over `wall` at `offered_rps` (None: the send rate).
+    pub fn new(
+        level: String,
+        offered_rps: Option<f64>,
+        samples: &[Sample],
+        wall: Duration,
+        slo: Duration,
+    ) -> Self {
+        let ok: Vec<&Sample> = samples.iter().filter(|s| s.is_ok()).collect();
+        let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
         let tokens: usize = ok.iter().map(|s| s.tokens).sum();
-        let seconds = wall.as_secs_f64();
+        let seconds = wall.as_secs_f64().max(1e-9);
+        let mut by_status = BTreeMap::new();
+        for s in samples {
+            *by_status.entry(s.status).or_insert(0) += 1;
+        }
+        let good = ok.iter().filter(|s| s.latency <= slo).count();
         Self {
-            concurrency,
-            requests: samples.len(),
-            errors: samples.len() - ok.len(),
+            level,
+            offered_rps: offered_rps.unwrap_or(samples.len() as f64 / seconds),
+            sent: samples.len(),
+            completed: ok.len(),
+            lost: by_status.get(&0).copied().unwrap_or(0),
+            by_status,
             first_error: samples.iter().find_map(|s| s.error.clone()),
             seconds,
+            completed_rps: ok.len() as f64 / seconds,
+            goodput_rps: good as f64 / seconds,
+            slo_ms: ms(&slo),
             tokens_per_second: tokens as f64 / seconds,
-            requests_per_second: samples.len() as f64 / seconds,
-            time_to_first_block_ms: percentiles(ok.iter().map(|s| ms(s.first_block)).collect()),
-            latency_ms: percentiles(ok.iter().map(|s| ms(s.latency)).collect()),
+            time_to_first_block_ms: percentiles(ok.iter().map(|s| ms(&s.first_block)).collect()),
+            inter_block_ms: percentiles(ok.iter().flat_map(|s| s.gaps.iter().map(ms)).collect()),
+            latency_ms: percentiles(ok.iter().map(|s| ms(&s.latency)).collect()),
+            server: None,
         }
     }
 
-    /// Table header.
+    /// Answers the client got from the server (every status but "no answer"), counting retries.
+    pub fn answered_attempts(samples: &[Sample]) -> usize {
+        samples
+            .iter()
+            .map(|s| s.attempts as usize - usize::from(s.status == 0))
+            .sum()
+    }
+
+    /// Markdown table header.
     pub fn header() -> String {
-        "| conc | requests | errors | tokens/s | req/s | TTFB p50/p90/p99 ms | latency p50/p90/p99 ms |\n|---|---|---|---|---|---|---|".into()
+        "| level | offered/s | sent | done | lost | statuses | done/s | goodput/s | tokens/s | TTFB p50/p90/p99 ms | between blocks p50/p90/p99 ms | latency p50/p90/p99 ms | server agrees |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|".into()
     }
 
     /// One table row.
     pub fn row(&self) -> String {
         let p = |x: &Percentiles| format!("{:.1}/{:.1}/{:.1}", x.p50, x.p90, x.p99);
+        let statuses: Vec<String> = self
+            .by_status
+            .iter()
+            .map(|(s, n)| format!("{s}:{n}"))
+            .collect();
+        let agree = self
+            .server
+            .as_ref()
+            .map_or("-", |s| if s.counts_agree { "yes" } else { "NO" });
         format!(
-            "| {} | {} | {} | {:.1} | {:.2} | {} | {} |",
-            self.concurrency,
-            self.requests,
-            self.errors,
+            "| {} | {:.1} | {} | {} | {} | {} | {:.1} | {:.1} | {:.0} | {} | {} | {} | {} |",
+            self.level,
+            self.offered_rps,
+            self.sent,
+            self.completed,
+            self.lost,
+            statuses.join(" "),
+            self.completed_rps,
+            self.goodput_rps,
             self.tokens_per_second,
-            self.requests_per_second,
             p(&self.time_to_first_block_ms),
-            p(&self.latency_ms)
+            p(&self.inter_block_ms),
+            p(&self.latency_ms),
+            agree
         )
     }
 }
@@ -133,18 +230,35 @@ mod tests {
     fn nearest_rank_percentiles() {
         let p = percentiles((1..=100).map(f64::from).collect());
         assert_eq!((p.p50, p.p90, p.p99), (50.0, 90.0, 99.0));
-        let one = percentiles(vec![7.0]);
-        assert_eq!((one.p50, one.p99), (7.0, 7.0));
+        assert_eq!(percentiles(vec![]).p99, 0.0);
     }
 
     #[test]
-    fn reports_count_errors_and_tokens() {
-        let s = [
-            Sample::ok(Duration::from_millis(10), Duration::from_millis(100), 40),
-            Sample::failed(Duration::from_millis(5), "HTTP 429".into()),
+    fn reports_count_statuses_goodput_and_lost_requests() {
+        let ms = Duration::from_millis;
+        let mut slow = Sample::ok(ms(100), ms(3000), 8);
+        slow.gaps = vec![ms(40), ms(60)];
+        let samples = vec![
+            Sample::ok(ms(10), ms(100), 32),
+            slow,
+            Sample::refused(429, ms(1)),
+            Sample::failed(ms(5), "connection reset".into()),
         ];
-        let r = Report::new(2, &s, Duration::from_secs(2));
-        assert_eq!((r.requests, r.errors, r.tokens_per_second), (2, 1, 20.0));
-        assert_eq!(r.first_error.as_deref(), Some("HTTP 429"));
+        let r = Report::new(
+            "c=4".into(),
+            None,
+            &samples,
+            Duration::from_secs(2),
+            ms(2000),
+        );
+        assert_eq!((r.sent, r.completed, r.lost), (4, 2, 1));
+        assert_eq!(r.by_status, BTreeMap::from([(0, 1), (200, 2), (429, 1)]));
+        assert_eq!(
+            (r.completed_rps, r.goodput_rps, r.tokens_per_second),
+            (1.0, 0.5, 20.0)
+        );
+        assert_eq!(r.inter_block_ms.p99, 60.0);
+        assert_eq!(Report::answered_attempts(&samples), 3);
+        assert!(r.row().contains("200:2 429:1"));
     }
 }

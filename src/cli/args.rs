@@ -242,6 +242,18 @@ pub struct ServeArgs {
     /// Share of the GPU's memory t3d may use in all (weights, KV cache, activations).
     #[arg(long, env = "T3D_GPU_MEMORY_UTILIZATION", default_value_t = 0.9)]
     pub gpu_memory_utilization: f64,
+    /// Tokio threads for HTTP, gRPC and admin (0 = a quarter of the usable cores, at least 1).
+    #[arg(long, env = "T3D_HTTP_WORKERS", default_value_t = 0)]
+    pub http_workers: usize,
+    /// Nice value added to those threads, so the engine keeps its cores under a flood.
+    #[arg(long, env = "T3D_HTTP_NICE", default_value_t = 10)]
+    pub http_nice: i32,
+    /// Seconds a request head may take, and a kept-alive connection may idle (then closed).
+    #[arg(long, env = "T3D_HEADER_READ_TIMEOUT", default_value_t = 10)]
+    pub header_read_timeout: u64,
+    /// Seconds a request body may take once its head arrived (then 408).
+    #[arg(long, env = "T3D_BODY_READ_TIMEOUT", default_value_t = 30)]
+    pub body_read_timeout: u64,
     /// Largest request body in bytes (413 above).
     #[arg(long, env = "T3D_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,

@@ -7,5 +7,6 @@ pub mod common;
 pub mod distill;
 pub mod generate;
 pub mod serve;
+pub mod threads;
 pub mod train;
 pub mod train_args;

@@ -10,9 +10,11 @@ use anyhow::Context;
 
 use super::args::{HealthArgs, ServeArgs};
 use super::common::{model_dir, setup_device};
+use super::threads::ThreadLayout;
 use crate::admin::process::ChildConfig;
 use crate::admin::{AdminConfig, AdminState};
 use crate::engine::kv_budget::parse_bytes;
+use crate::engine::runner::start_engine_spawner;
 use crate::metrics::Metrics;
 use crate::server::grpc::serve_grpc;
 use crate::server::served::{ModelSlot, ServeOptions, ServedModel};
@@ -21,6 +23,15 @@ use crate::server::{serve, unix_now, AppState};
 /// `t3d serve`.
 pub fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
     let (device, kind) = setup_device(&args.device)?;
+    let layout = ThreadLayout::for_serve(args);
+    tch::set_num_threads(i32::try_from(layout.intra_op).unwrap_or(1));
+    tracing::info!(
+        intra_op_threads = layout.intra_op,
+        http_threads = layout.http_workers,
+        http_nice = layout.http_nice,
+        "thread layout"
+    );
+    start_engine_spawner()?;
     let dir = model_dir(args.model.as_deref())?;
     anyhow::ensure!(
         args.max_batch_size > 0 && args.max_queue > 0,
@@ -62,13 +73,13 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
         api_key: args.api_key.clone(),
         created: unix_now(),
         max_body_bytes: args.max_body_bytes,
+        header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
+        body_read_timeout: Duration::from_secs(args.body_read_timeout.max(1)),
     });
     let addr = socket_addr(&args.host, args.port)?;
     let metrics_addr = args.metrics_port.map(|p| SocketAddr::new(addr.ip(), p));
     let admin = admin_config(args, &dir, options)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = layout.runtime()?;
     runtime.block_on(async move {
         let admin = match admin {
             Some((cfg, addr)) => Some(AdminState::start(cfg, state.clone(), addr).await?),

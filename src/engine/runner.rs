@@ -8,8 +8,8 @@
 //! event. A failing forward fails only the sequences of that batch.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::mpsc::{channel, sync_channel, Sender, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::request::Shared;
 pub use super::request::{Completion, EngineEvent, EngineRequest, RunnerLimits, SubmitError};
@@ -46,6 +46,11 @@ impl EngineHandle {
         })
     }
 
+    /// Whether the waiting queue is full (a submit now would be refused).
+    pub fn is_full(&self) -> bool {
+        self.shared.waiting.load(Ordering::SeqCst) >= self.max_queue
+    }
+
     /// The engine passed its warm-up decode and is serving.
     pub fn is_ready(&self) -> bool {
         self.shared.ready.load(Ordering::SeqCst) && self.is_alive()
@@ -71,6 +76,52 @@ impl EngineHandle {
             Err("the warm-up decode failed (see the server log)".into())
         }
     }
+}
+
+type SpawnJob = Box<dyn FnOnce() + Send>;
+
+/// A thread made by a niced thread inherits its nice value (Linux), and the server lowers the
+/// priority of its HTTP threads: engine threads (a hot swap starts one from such a thread) are
+/// made by one long-lived thread started at normal priority, when [`start_engine_spawner`] ran.
+static ENGINE_SPAWNER: OnceLock<Mutex<Sender<SpawnJob>>> = OnceLock::new();
+
+/// Starts the thread that makes engine threads; call it from a normal-priority thread before
+/// lowering the priority of others. Later calls do nothing.
+pub fn start_engine_spawner() -> std::io::Result<()> {
+    let (tx, rx) = channel::<SpawnJob>();
+    if ENGINE_SPAWNER.set(Mutex::new(tx)).is_ok() {
+        std::thread::Builder::new()
+            .name("t3d-spawner".into())
+            .spawn(move || rx.into_iter().for_each(|job| job()))?;
+    }
+    Ok(())
+}
+
+/// Spawns `body` as a named thread, through the engine spawner when it runs.
+fn spawn_engine_thread(body: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    let spawn = move || {
+        std::thread::Builder::new()
+            .name("t3d-engine".into())
+            .spawn(body)
+            .map(|_| ())
+    };
+    let Some(spawner) = ENGINE_SPAWNER.get() else {
+        return spawn();
+    };
+    let (done_tx, done_rx) = channel();
+    let job: SpawnJob = Box::new(move || {
+        let _ = done_tx.send(spawn());
+    });
+    let sent = spawner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .send(job);
+    if let Err(std::sync::mpsc::SendError(job)) = sent {
+        job(); // the spawner is gone: spawn from here
+    }
+    done_rx
+        .recv()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the engine spawner stopped")))
 }
 
 /// Marks the engine dead when its thread ends, however it ends.
@@ -117,22 +168,20 @@ where
     });
     let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
     let thread_shared = shared.clone();
-    std::thread::Builder::new()
-        .name("t3d-engine".into())
-        .spawn(move || {
-            let _span = tracing::info_span!("engine", model = %label).entered();
-            let _guard = AliveGuard(thread_shared.clone());
-            let (model, tokenizer) = match load() {
-                Ok(m) => m,
-                Err(e) => {
-                    let _ = loaded_tx.send(Err(e));
-                    return;
-                }
-            };
-            let _ = loaded_tx.send(Ok(()));
-            let engine = Engine::new(&model, &tokenizer, limits, metrics, thread_shared);
-            engine.run(&rx);
-        })?;
+    spawn_engine_thread(move || {
+        let _span = tracing::info_span!("engine", model = %label).entered();
+        let _guard = AliveGuard(thread_shared.clone());
+        let (model, tokenizer) = match load() {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = loaded_tx.send(Err(e));
+                return;
+            }
+        };
+        let _ = loaded_tx.send(Ok(()));
+        let engine = Engine::new(&model, &tokenizer, limits, metrics, thread_shared);
+        engine.run(&rx);
+    })?;
     loaded_rx
         .recv()
         .map_err(|_| anyhow::anyhow!("the engine thread died while loading"))??;

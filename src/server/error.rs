@@ -109,6 +109,30 @@ impl ApiError {
         }
     }
 
+    /// 408 when a request body did not arrive in time.
+    pub fn request_timeout() -> Self {
+        Self {
+            code: Some("request_timeout"),
+            ..Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "the request body did not arrive in time",
+            )
+        }
+    }
+
+    /// 405 for a known route and another method.
+    pub fn method_not_allowed(method: &str, path: &str) -> Self {
+        Self {
+            code: Some("method_not_allowed"),
+            ..Self::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                format!("{method} is not allowed on {path}"),
+            )
+        }
+    }
+
     /// 503 while shutting down or without an engine.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self {

@@ -6,6 +6,7 @@ pub mod admission;
 pub mod chat;
 pub mod error;
 pub mod grpc;
+pub mod listener;
 pub mod render;
 pub mod routes;
 pub mod schema;
@@ -22,10 +23,10 @@ use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use subtle::ConstantTimeEq;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::metrics::Metrics;
@@ -58,6 +59,10 @@ pub struct AppState {
     pub created: u64,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
+    /// How long a request head may take (and a kept-alive connection may idle).
+    pub header_read_timeout: Duration,
+    /// How long a request body may take once its head has arrived (then 408).
+    pub body_read_timeout: Duration,
 }
 
 impl AppState {
@@ -69,14 +74,21 @@ impl AppState {
 
 /// The full router over `state`.
 pub fn router(state: Arc<AppState>) -> Router {
-    let v1 = Router::new()
+    // Shedding comes before the body is read: a rejection costs a few microseconds.
+    let generate = Router::new()
         .route("/v1/completions", post(routes::completions))
         .route("/v1/chat/completions", post(routes::chat_completions))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            shed_when_full,
+        ));
+    let v1 = generate
         .route("/v1/models", get(routes::models))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,
-        ));
+        ))
+        .method_not_allowed_fallback(routes::method_not_allowed);
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request| {
         let id = req
             .headers()
@@ -91,7 +103,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ready", get(routes::ready))
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(RequestBodyTimeoutLayer::new(state.body_read_timeout))
         .layer(middleware::from_fn_with_state(state.clone(), count_http))
         .layer(trace)
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -124,6 +138,23 @@ async fn require_api_key(
     next.run(request).await
 }
 
+/// 429 before the body is read when the serving engine's queue is full.
+async fn shed_when_full(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.served().engine.is_full() {
+        state
+            .metrics
+            .failures
+            .with_label_values(&["queue_full"])
+            .inc();
+        return ApiError::overloaded().into_response();
+    }
+    next.run(request).await
+}
+
 async fn count_http(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
@@ -148,12 +179,6 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(address = %listener.local_addr()?, "serving");
-    // Blocks are small writes: without TCP_NODELAY, Nagle + delayed ACK hold each one ~40 ms.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "TCP_NODELAY");
-        }
-    });
     if let Some(metrics_addr) = metrics_addr {
         let metrics_listener = tokio::net::TcpListener::bind(metrics_addr).await?;
         let app = metrics_router(state.clone());
@@ -179,9 +204,8 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let header_read_timeout = state.header_read_timeout;
+    listener::serve_connections(listener, router(state), header_read_timeout, shutdown).await;
     Ok(())
 }
 

@@ -24,7 +24,13 @@ use super::{unix_now, AppState};
 type AppResult = Result<Response, ApiError>;
 
 fn read_json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
-    let bytes = body.map_err(|r| ApiError::from_status(r.status(), r.body_text()))?;
+    let bytes = body.map_err(|r| {
+        if is_body_timeout(&r) {
+            ApiError::request_timeout()
+        } else {
+            ApiError::from_status(r.status(), r.body_text())
+        }
+    })?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
 }
@@ -61,6 +67,18 @@ async fn respond(
         return Ok(Sse::new(stream).keep_alive(keep_alive).into_response());
     }
     Ok(Json(collect(&meta, admitted.receivers).await?).into_response())
+}
+
+/// Whether the body could not be read because it did not arrive in time.
+fn is_body_timeout(rejection: &BytesRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(error) = source {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// `POST /v1/completions`.
@@ -131,6 +149,11 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+/// A known route with the wrong method: 405 with the error body.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::method_not_allowed(method.as_str(), uri.path())
 }
 
 /// Unknown routes.

@@ -318,6 +318,12 @@ pub fn validate(
         .max(0) as usize;
     let (stop_strings, stop_token_ids) = stops(p, limits)?;
     let n = p.n.map_or(Ok(1), |n| range("n", n, 1, MAX_N))? as usize;
+    if p.stream_options.is_some() && p.stream != Some(true) {
+        return Err(ApiError::invalid(
+            "stream_options",
+            "`stream_options` is only allowed when `stream` is true",
+        ));
+    }
     let params = GenerationParams {
         sampling: SamplingParams {
             temperature,

@@ -73,6 +73,14 @@ fn bad_values_name_their_parameter() {
         ),
         (json!({"frequency_penalty": 0.5}), "frequency_penalty"),
         (json!({"temprature": 0.5}), "temprature"),
+        (
+            json!({"stream_options": {"include_usage": true}}),
+            "stream_options",
+        ),
+        (
+            json!({"stream": false, "stream_options": {}}),
+            "stream_options",
+        ),
     ];
     for (body, param) in cases {
         let err = params(body.clone()).unwrap_err();
