@@ -1,11 +1,12 @@
 //! One HTTP request as a client sees it: streaming (time to the first content chunk and the
 //! gaps between chunks, from the SSE stream) or not, its final status, and, with back-off, the
-//! retries a 429 or 503 asks for through `Retry-After`.
+//! retries a 429 or 503 asks for through `Retry-After` (jittered by up to half again).
 
 use std::time::{Duration, Instant};
 
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
+use rand::Rng;
 use serde_json::Value;
 
 use crate::stats::Sample;
@@ -56,7 +57,10 @@ pub async fn send(client: &reqwest::Client, target: &Target, path: &str, body: &
         let _ = resp.bytes().await;
         match retry_after {
             Some(secs) if target.backoff && attempts < MAX_TRIES && matches!(status, 429 | 503) => {
-                tokio::time::sleep(Duration::from_secs_f64(secs.clamp(0.0, 30.0))).await;
+                // Up to half again as long, as client libraries jitter: retries that all wake
+                // at the same instant would arrive as one burst.
+                let jitter = 1.0 + rand::rng().random_range(0.0..0.5);
+                tokio::time::sleep(Duration::from_secs_f64(secs.clamp(0.0, 30.0) * jitter)).await;
             }
             _ => return with_attempts(Sample::refused(status, start.elapsed()), attempts),
         }

@@ -120,6 +120,8 @@ pub struct Report {
     pub by_status: BTreeMap<u16, usize>,
     /// First error message, if any.
     pub first_error: Option<String>,
+    /// Why the first lost request got no answer, if one did not.
+    pub first_lost: Option<String>,
     /// Wall time of the level (s).
     pub seconds: f64,
     /// Completed requests per second.
@@ -166,6 +168,10 @@ impl Report {
             lost: by_status.get(&0).copied().unwrap_or(0),
             by_status,
             first_error: samples.iter().find_map(|s| s.error.clone()),
+            first_lost: samples
+                .iter()
+                .filter(|s| s.status == 0)
+                .find_map(|s| s.error.clone()),
             seconds,
             completed_rps: ok.len() as f64 / seconds,
             goodput_rps: good as f64 / seconds,

@@ -1,0 +1,173 @@
+//! The server under bad clients and too much load: wrong methods get 405 with the error body,
+//! a body that never finishes gets 408, a head that never finishes and an idle kept-alive
+//! connection are closed, a full queue sheds before the body is read, and the HTTP threads run
+//! at a lower priority than the engine.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(extra: &[&str]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::save_with_tokenizer(&common::tiny_model(6), &dir.path().join("m"));
+    let port = common::free_port();
+    let (model, port_arg) = (model.to_str().unwrap().to_string(), port.to_string());
+    let mut args = vec!["--model", model.as_str(), "--port", port_arg.as_str()];
+    args.extend_from_slice(extra);
+    let child = common::spawn_serve(&args);
+    let server = Server {
+        child,
+        port,
+        _dir: dir,
+    };
+    common::wait_until("the server never became ready", 60, || {
+        common::http(port, "GET", "/ready", "", None).is_some_and(|(s, _)| s == 200)
+    });
+    server
+}
+
+/// Writes `raw` and reads what comes back until the server closes, `limit` passes with nothing
+/// read, or `after_first` passes after the last bytes: (the answer, seconds, whether the server
+/// closed the connection).
+fn raw_exchange(
+    port: u16,
+    raw: &str,
+    limit: Duration,
+    after_first: Duration,
+) -> (String, f64, bool) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let start = Instant::now();
+    stream.write_all(raw.as_bytes()).unwrap();
+    let (mut answer, mut buf, mut closed) = (Vec::new(), [0u8; 4096], false);
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            closed = true;
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        stream.set_read_timeout(Some(after_first)).unwrap();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        seconds,
+        closed,
+    )
+}
+
+#[test]
+fn wrong_methods_and_slow_clients_get_answers_or_closed_connections() {
+    let server = start(&["--header-read-timeout", "1", "--body-read-timeout", "1"]);
+    let (status, text) = common::http(server.port, "GET", "/v1/completions", "", None).unwrap();
+    assert_eq!(status, 405, "{text}");
+    assert!(text.contains("\"code\":\"method_not_allowed\""), "{text}");
+    let (status, text) = common::http(server.port, "DELETE", "/health", "", None).unwrap();
+    assert!(status == 405 && text.contains("\"error\""), "{text}");
+
+    // A body announced longer than what is sent: 408 with the error body, not a hang.
+    let head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"prompt\":";
+    let short = Duration::from_millis(300);
+    let (answer, seconds, _) = raw_exchange(server.port, head, Duration::from_secs(10), short);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
+    assert!(seconds < 5.0, "{seconds} s");
+
+    // A head that never finishes: the connection is closed after the header timeout.
+    let partial = "POST /v1/completions HTTP/1.1\r\nHost: x\r\n";
+    let (answer, seconds, closed) =
+        raw_exchange(server.port, partial, Duration::from_secs(10), short);
+    assert!(
+        answer.is_empty() && closed && seconds < 5.0,
+        "{answer:?} after {seconds} s"
+    );
+
+    // A kept-alive connection that stays idle is closed too.
+    let health = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    let wait = Duration::from_secs(10);
+    let (answer, seconds, closed) = raw_exchange(server.port, health, wait, wait);
+    assert!(answer.starts_with("HTTP/1.1 200") && closed, "{answer:?}");
+    assert!(
+        seconds < 5.0,
+        "the idle connection was closed after {seconds} s"
+    );
+}
+
+fn nice_of_threads(pid: u32, name: &str) -> Vec<i64> {
+    let tasks = Path::new("/proc").join(pid.to_string()).join("task");
+    std::fs::read_dir(tasks)
+        .unwrap()
+        .filter_map(|t| {
+            let t = t.ok()?.path();
+            let comm = std::fs::read_to_string(t.join("comm")).ok()?;
+            let stat = std::fs::read_to_string(t.join("stat")).ok()?;
+            // Field 19 (nice) counted after the `(comm)` field, which may hold spaces.
+            let after = &stat[stat.rfind(')')? + 2..];
+            let nice = after.split(' ').nth(16)?.parse().ok()?;
+            (comm.trim() == name).then_some(nice)
+        })
+        .collect()
+}
+
+#[test]
+fn http_threads_run_below_the_engine_and_a_full_queue_sheds_before_the_body() {
+    let server = start(&[
+        "--max-batch-size",
+        "1",
+        "--max-queue",
+        "1",
+        "--http-workers",
+        "2",
+    ]);
+    let http = nice_of_threads(server.child.id(), "t3d-http");
+    let engine = nice_of_threads(server.child.id(), "t3d-engine");
+    assert!(http.len() >= 2 && !engine.is_empty(), "{http:?} {engine:?}");
+    assert!(
+        http.iter().all(|&n| n == engine[0] + 10),
+        "http {http:?}, engine {engine:?}"
+    );
+
+    // One request runs, one waits: the queue (1) is full.
+    let port = server.port;
+    let long = r#"{"prompt": "abc", "max_tokens": 4000, "ignore_eos": true, "steps_per_block": 4}"#;
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || common::http(port, "POST", "/v1/completions", long, None))
+        })
+        .collect();
+    common::wait_until("the queue never filled", 30, || {
+        common::http(port, "GET", "/metrics", "", None)
+            .is_some_and(|(_, m)| m.contains("t3d_waiting_requests 1"))
+    });
+    // Its body never comes: a shed request is answered at once, without reading it.
+    let head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n";
+    let short = Duration::from_millis(300);
+    let (answer, seconds, _) = raw_exchange(port, head, Duration::from_secs(20), short);
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    assert!(seconds < 3.0, "answered after {seconds} s");
+    drop(server);
+    for b in busy {
+        let _ = b.join();
+    }
+}
