@@ -177,7 +177,7 @@ pub async fn serve(
     metrics_addr: Option<SocketAddr>,
     grace: Duration,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = listener::bind(addr)?;
     tracing::info!(address = %listener.local_addr()?, "serving");
     if let Some(metrics_addr) = metrics_addr {
         let metrics_listener = tokio::net::TcpListener::bind(metrics_addr).await?;
