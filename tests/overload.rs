@@ -8,39 +8,28 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
+/// A live server on a tiny model (the model's directory lives as long as the server).
 struct Server {
-    child: Child,
-    port: u16,
+    live: common::LiveServer,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Server {
+    type Target = common::LiveServer;
+    fn deref(&self) -> &common::LiveServer {
+        &self.live
     }
 }
 
 fn start(extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let model = common::save_with_tokenizer(&common::tiny_model(6), &dir.path().join("m"));
-    let port = common::free_port();
-    let (model, port_arg) = (model.to_str().unwrap().to_string(), port.to_string());
-    let mut args = vec!["--model", model.as_str(), "--port", port_arg.as_str()];
-    args.extend_from_slice(extra);
-    let child = common::spawn_serve(&args);
-    let server = Server {
-        child,
-        port,
+    Server {
+        live: common::LiveServer::start(&model, extra),
         _dir: dir,
-    };
-    common::wait_until("the server never became ready", 60, || {
-        common::http(port, "GET", "/ready", "", None).is_some_and(|(s, _)| s == 200)
-    });
-    server
+    }
 }
 
 /// Writes `raw` and reads what comes back until the server closes, `limit` passes with nothing

@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 
 use serde_json::{json, Value};
 use t3d::model::{SdarConfig, TextTokenizer};
@@ -72,36 +72,11 @@ fn chat_prompts_equal_transformers_apply_chat_template() {
     }
 }
 
-struct Server {
-    child: Child,
-    port: u16,
+fn serve(dir: &Path) -> common::LiveServer {
+    common::LiveServer::start(dir, &["--max-batch-size", "4"])
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(dir: &Path) -> Server {
-    let port = common::free_port();
-    let child = common::spawn_serve(&[
-        "--model",
-        dir.to_str().unwrap(),
-        "--port",
-        &port.to_string(),
-        "--max-batch-size",
-        "4",
-    ]);
-    let server = Server { child, port };
-    common::wait_until("the server never became ready", 120, || {
-        common::http(port, "GET", "/ready", "", None).is_some_and(|(s, _)| s == 200)
-    });
-    server
-}
-
-fn post(server: &Server, path: &str, body: &Value) -> Value {
+fn post(server: &common::LiveServer, path: &str, body: &Value) -> Value {
     let (status, text) = common::http(server.port, "POST", path, &body.to_string(), None).unwrap();
     let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
     assert_eq!(status, 200, "{text}");

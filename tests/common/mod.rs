@@ -130,3 +130,36 @@ pub fn wait_until(what: &str, secs: u64, mut ready: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A `t3d serve` child serving `model` on a free port, ready when made, killed on drop.
+pub struct LiveServer {
+    /// The server process.
+    pub child: Child,
+    /// Its HTTP port.
+    pub port: u16,
+}
+
+impl LiveServer {
+    /// Starts `t3d serve --model MODEL --port P ARGS…` and waits for `/ready`.
+    pub fn start(model: &Path, args: &[&str]) -> Self {
+        let port = free_port();
+        let (model, port_arg) = (model.to_str().unwrap(), port.to_string());
+        let mut all = vec!["--model", model, "--port", port_arg.as_str()];
+        all.extend_from_slice(args);
+        let server = Self {
+            child: spawn_serve(&all),
+            port,
+        };
+        wait_until("the server never became ready", 120, || {
+            http(port, "GET", "/ready", "", None).is_some_and(|(s, _)| s == 200)
+        });
+        server
+    }
+}
+
+impl Drop for LiveServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
