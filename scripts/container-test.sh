@@ -75,6 +75,10 @@ echo "[container-test] hadolint Dockerfile: clean"
 containers=()
 cleanup() {
   for c in "${containers[@]}"; do pm rm -f "$c" > /dev/null 2>&1 || true; done
+  # An interrupted build leaves buildah's working containers holding their layers (tens of GB).
+  pm ps -a --external --format '{{.ID}} {{.Names}}' 2> /dev/null |
+    awk '$2 ~ /-working-container$/ {print $1}' |
+    xargs -r -n1 podman --runtime runc rm -f --storage > /dev/null 2>&1 || true
   pm image prune -f > /dev/null 2>&1 || true
 }
 trap cleanup EXIT
