@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::{decode_params as params, test_prompt as prompt};
+
 use t3d::engine::denoise::transfer_schedule;
 use t3d::engine::{generate, DecodeStats, FinishReason, Generation, GenerationParams, SpecialIds};
 use t3d::model::qwen3::ForwardInput;
@@ -14,20 +16,6 @@ const SPECIAL: SpecialIds = SpecialIds {
     eos: 256,
     mask: 257,
 };
-
-fn params(steps: usize, max_tokens: usize) -> GenerationParams {
-    let mut p = GenerationParams::default();
-    p.denoise.steps_per_block = steps;
-    p.stop.max_tokens = max_tokens;
-    p.stop.ignore_eos = true;
-    p
-}
-
-fn prompt(len: usize, salt: i64) -> Vec<i64> {
-    (0..len as i64)
-        .map(|i| (i * 37 + salt * 11) % 250 + 1)
-        .collect()
-}
 
 /// Decodes one prompt alone.
 fn solo(

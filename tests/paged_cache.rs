@@ -15,17 +15,7 @@ const SPECIAL: SpecialIds = SpecialIds {
 };
 
 fn params(max_tokens: usize) -> GenerationParams {
-    let mut p = GenerationParams::default();
-    p.denoise.steps_per_block = 2;
-    p.stop.max_tokens = max_tokens;
-    p.stop.ignore_eos = true;
-    p
-}
-
-fn prompt(len: usize, salt: i64) -> Vec<i64> {
-    (0..len as i64)
-        .map(|i| (i * 31 + salt * 7) % 250 + 1)
-        .collect()
+    common::decode_params(2, max_tokens)
 }
 
 #[test]
@@ -42,7 +32,7 @@ fn short_requests_share_the_memory_of_four_fixed_slots_and_decode_as_alone() {
         .map(|i| {
             Sequence::new(
                 i,
-                &prompt(6 + i as usize % 5, i as i64),
+                &common::test_prompt(6 + i as usize % 5, i as i64),
                 params(12),
                 SPECIAL,
             )
@@ -72,7 +62,10 @@ fn short_requests_share_the_memory_of_four_fixed_slots_and_decode_as_alone() {
             &loaded.model,
             SPECIAL,
             None,
-            &[(prompt(6 + seq.id as usize % 5, seq.id as i64), params(12))],
+            &[(
+                common::test_prompt(6 + seq.id as usize % 5, seq.id as i64),
+                params(12),
+            )],
             1,
         )
         .unwrap()
@@ -86,7 +79,12 @@ fn short_requests_share_the_memory_of_four_fixed_slots_and_decode_as_alone() {
         decoder.release(seq);
     }
     assert_eq!(decoder.cache().pages_in_use(), 0, "every page came back");
-    let mut long = Sequence::new(99, &prompt(8, 1), params(fixed.pages * 16), SPECIAL);
+    let mut long = Sequence::new(
+        99,
+        &common::test_prompt(8, 1),
+        params(fixed.pages * 16),
+        SPECIAL,
+    );
     assert!(matches!(
         decoder.admit(&mut long),
         Err(EngineError::TooLong { .. })

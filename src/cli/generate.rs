@@ -23,10 +23,8 @@ pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     let mut params = args
         .decode
         .params(cfg.block_size.unwrap_or(4), cfg.default_steps_per_block());
-    if !params.stop.ignore_eos {
-        // Every EOS the checkpoint lists ends the text (SDAR-Chat: <|im_end|> too), as served.
-        params.stop.stop_token_ids.extend(&tokenizer.stop_ids);
-    }
+    // Every EOS the checkpoint lists ends the text (SDAR-Chat: <|im_end|> too), as served.
+    params.stop.add_eos_ids(&tokenizer.stop_ids);
     params.validate().map_err(anyhow::Error::msg)?;
     let prompt = prompt_ids(args, &tokenizer)?;
     let special = SpecialIds {

@@ -107,6 +107,18 @@ impl Default for StopParams {
     }
 }
 
+impl StopParams {
+    /// Makes every id of `eos` stop the sequence too, unless `ignore_eos` (ids kept in order,
+    /// each once): how a request meets a checkpoint that lists several EOS ids.
+    pub fn add_eos_ids(&mut self, eos: &[i64]) {
+        if !self.ignore_eos {
+            self.stop_token_ids.extend(eos);
+        }
+        let mut seen = std::collections::HashSet::new();
+        self.stop_token_ids.retain(|id| seen.insert(*id));
+    }
+}
+
 /// Everything one request asks of the decoder.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct GenerationParams {

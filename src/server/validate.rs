@@ -204,8 +204,7 @@ fn stop_strings(stop: Option<&StopInput>) -> Result<Vec<String>, ApiError> {
 }
 
 /// The request's stop strings and stop token ids: a stop string that is an added token's text
-/// (`<|im_end|>`) becomes that token's id, and unless `ignore_eos` every EOS id of the model
-/// joins the ids.
+/// (`<|im_end|>`) becomes that token's id.
 fn stops(p: &CommonParams, limits: &Limits) -> Result<(Vec<String>, Vec<i64>), ApiError> {
     let given = p.stop_token_ids.clone().unwrap_or_default();
     if given.len() > MAX_STOP_TOKEN_IDS {
@@ -228,11 +227,6 @@ fn stops(p: &CommonParams, limits: &Limits) -> Result<(Vec<String>, Vec<i64>), A
         .partition(|s| limits.added_tokens.contains_key(s));
     let mut ids = given;
     ids.extend(as_tokens.iter().filter_map(|s| limits.added_tokens.get(s)));
-    if !p.ignore_eos.unwrap_or(false) {
-        ids.extend(&limits.eos_ids);
-    }
-    let mut seen = std::collections::HashSet::new();
-    ids.retain(|id| seen.insert(*id));
     Ok((strings, ids))
 }
 
@@ -324,7 +318,7 @@ pub fn validate(
             "`stream_options` is only allowed when `stream` is true",
         ));
     }
-    let params = GenerationParams {
+    let mut params = GenerationParams {
         sampling: SamplingParams {
             temperature,
             top_k,
@@ -339,6 +333,7 @@ pub fn validate(
             ignore_eos: p.ignore_eos.unwrap_or(false),
         },
     };
+    params.stop.add_eos_ids(&limits.eos_ids);
     params.validate().map_err(ApiError::bad_request)?;
     Ok(Validated {
         params,

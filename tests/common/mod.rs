@@ -163,3 +163,20 @@ impl Drop for LiveServer {
         let _ = self.child.wait();
     }
 }
+
+/// Decoding parameters of the decoder tests: static remasking with `steps` per block, greedy,
+/// `max_tokens`, EOS ignored (so lengths are fixed).
+pub fn decode_params(steps: usize, max_tokens: usize) -> t3d::engine::GenerationParams {
+    let mut p = t3d::engine::GenerationParams::default();
+    p.denoise.steps_per_block = steps;
+    p.stop.max_tokens = max_tokens;
+    p.stop.ignore_eos = true;
+    p
+}
+
+/// A deterministic prompt of `len` byte ids (1..=250), varied by `salt`.
+pub fn test_prompt(len: usize, salt: i64) -> Vec<i64> {
+    (0..len as i64)
+        .map(|i| (i * 37 + salt * 11) % 250 + 1)
+        .collect()
+}
