@@ -133,18 +133,30 @@ fn http_threads_run_below_the_engine_and_a_full_queue_sheds_before_the_body() {
         "http {http:?}, engine {engine:?}"
     );
 
-    // One request runs, one waits: the queue (1) is full.
+    // One request runs, one waits: the queue (1) is full. The second goes in only once the
+    // first runs (sent together, the second could find the first still queued and be shed).
     let port = server.port;
     let long = r#"{"prompt": "abc", "max_tokens": 4000, "ignore_eos": true, "steps_per_block": 4}"#;
-    let busy: Vec<_> = (0..2)
-        .map(|_| {
-            std::thread::spawn(move || common::http(port, "POST", "/v1/completions", long, None))
-        })
-        .collect();
-    common::wait_until("the queue never filled", 30, || {
-        common::http(port, "GET", "/metrics", "", None)
-            .is_some_and(|(_, m)| m.contains("t3d_waiting_requests 1"))
-    });
+    let send_long = move || {
+        std::thread::spawn(move || common::http(port, "POST", "/v1/completions", long, None))
+    };
+    let metric_is = |line: &'static str| {
+        move || {
+            common::http(port, "GET", "/metrics", "", None).is_some_and(|(_, m)| m.contains(line))
+        }
+    };
+    let mut busy = vec![send_long()];
+    common::wait_until(
+        "the first request never ran",
+        30,
+        metric_is("t3d_running_requests 1"),
+    );
+    busy.push(send_long());
+    common::wait_until(
+        "the queue never filled",
+        30,
+        metric_is("t3d_waiting_requests 1"),
+    );
     // Its body never comes: a shed request is answered at once, without reading it.
     let head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n";
     let short = Duration::from_millis(300);
