@@ -33,14 +33,23 @@ if [ ! -f "$qwen_stamp" ]; then
   touch "$qwen_stamp"
 fi
 
+# deploy/'s checks: the Kubernetes schemas, yamllint and RFC 6902 patches (tests/deploy.rs).
+deploy_stamp=.venv/.t3d-setup-deploy-1
+if [ ! -f "$deploy_stamp" ]; then
+  .venv/bin/pip install --no-cache-dir --disable-pip-version-check -q kubernetes-validate==1.37.0 \
+    yamllint==1.38.0 jsonpatch==1.33 pyyaml
+  touch "$deploy_stamp"
+fi
+
 torch_dir=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 # torch-sys skips its version check without this file; write the exact version it expects.
 echo "$TORCH_VERSION" > "$torch_dir/build-version"
 mkdir -p third_party
 ln -sfn "$torch_dir" third_party/libtorch
 
-# promtool (Debian's `prometheus` package) checks the /metrics output in the server tests.
-if ! command -v promtool >/dev/null; then
+# Debian's `prometheus` package: promtool checks /metrics and the alert rules, and the real
+# Prometheus server scrapes a live t3d in tests/deploy.rs.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 ||

@@ -7,6 +7,18 @@ use prometheus::{
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// What the metrics say of the model serving now.
+pub struct ServingModel<'a> {
+    /// Its version (weights digest and load time).
+    pub version: &'a str,
+    /// Its directory.
+    pub path: &'a str,
+    /// Tokens per block.
+    pub block_size: usize,
+    /// Default denoising steps per block.
+    pub steps_per_block: usize,
+}
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
@@ -56,6 +68,11 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// 1 for the model serving now, by version and path.
     pub model_info: IntGaugeVec,
+    /// Tokens per block of the model serving now.
+    pub model_block_size: IntGauge,
+    /// Default denoising steps per block of the model serving now (what it promises:
+    /// `block_size / steps` tokens per forward).
+    pub model_steps_per_block: IntGauge,
     /// Distillation jobs by state.
     pub admin_jobs: IntGaugeVec,
     /// Model hot-swaps by result (`swapped`, `refused`, `rolled_back`).
@@ -222,6 +239,20 @@ impl Metrics {
                 )
                 .expect("static opts"),
             ),
+            model_block_size: register(
+                &r,
+                gauge(
+                    "t3d_model_block_size",
+                    "Tokens per block of the model serving now.",
+                ),
+            ),
+            model_steps_per_block: register(
+                &r,
+                gauge(
+                    "t3d_model_steps_per_block",
+                    "Default denoising steps per block of the model serving now.",
+                ),
+            ),
             admin_jobs: register(
                 &r,
                 IntGaugeVec::new(
@@ -250,10 +281,14 @@ impl Metrics {
         }
     }
 
-    /// Marks `version` at `path` as the model serving now (and no other).
-    pub fn set_model(&self, version: &str, path: &str) {
+    /// Marks `model` as the one serving now (and no other).
+    pub fn set_model(&self, model: &ServingModel) {
         self.model_info.reset();
-        self.model_info.with_label_values(&[version, path]).set(1);
+        self.model_info
+            .with_label_values(&[model.version, model.path])
+            .set(1);
+        self.model_block_size.set(model.block_size as i64);
+        self.model_steps_per_block.set(model.steps_per_block as i64);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -283,8 +318,14 @@ mod tests {
         m.http_requests
             .with_label_values(&["/v1/completions", "200"])
             .inc();
-        m.set_model("old", "/m/a");
-        m.set_model("abc-1", "/m/b");
+        let model = |version, path| ServingModel {
+            version,
+            path,
+            block_size: 4,
+            steps_per_block: 1,
+        };
+        m.set_model(&model("old", "/m/a"));
+        m.set_model(&model("abc-1", "/m/b"));
         m.admin_jobs.with_label_values(&["training"]).set(1);
         m.model_swaps.with_label_values(&["swapped"]).inc();
         let text = m.render();
@@ -300,6 +341,8 @@ mod tests {
             "t3d_running_requests 0",
             "t3d_model_info{path=\"/m/b\",version=\"abc-1\"} 1",
             "t3d_admin_jobs{state=\"training\"} 1",
+            "t3d_model_block_size 4",
+            "t3d_model_steps_per_block 1",
             "t3d_model_swaps_total{result=\"swapped\"} 1",
         ] {
             assert!(text.contains(name), "missing {name}");
@@ -310,7 +353,7 @@ mod tests {
             .filter(|l| l.starts_with("# TYPE t3d_"))
             .count();
         assert_eq!(
-            families, 25,
+            families, 27,
             "labelled families without samples are not rendered"
         );
     }

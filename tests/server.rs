@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -57,14 +57,6 @@ fn request(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, Stri
     common::http(port, method, path, body, None)
 }
 
-fn promtool() -> PathBuf {
-    let found = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    found.expect("promtool missing: install Debian's `prometheus` package (.ci/run does)")
-}
-
 #[test]
 fn openai_client_suite_and_promtool() {
     let server = Server::start(&["--api-key", "test-key", "--max-batch-size", "8"]);
@@ -86,7 +78,7 @@ fn openai_client_suite_and_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "client suite failed:\n{log}");
-    let check = Command::new(promtool())
+    let check = Command::new(common::prometheus_tool("promtool"))
         .args(["check", "metrics"])
         .stdin(std::fs::File::open(metrics.path()).unwrap())
         .output()

@@ -151,8 +151,8 @@ impl AdminState {
             }
         };
         let (version, path) = (candidate.version.clone(), candidate.path.clone());
+        candidate.publish(metrics);
         let old = self.app.model.replace(candidate);
-        metrics.set_model(&version, &path.display().to_string());
         metrics
             .model_swaps
             .with_label_values(&[if remember { "swapped" } else { "rolled_back" }])

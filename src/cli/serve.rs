@@ -63,7 +63,7 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
     };
     let metrics = Arc::new(Metrics::new());
     let served = ServedModel::load(&dir, &options, metrics.clone(), None)?;
-    metrics.set_model(&served.version, &served.path.display().to_string());
+    served.publish(&metrics);
     tracing::info!(model = %dir.display(), name = %options.served_model_name,
         version = %served.version, "model loaded");
     let state = Arc::new(AppState {

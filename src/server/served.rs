@@ -63,6 +63,17 @@ pub struct ServedModel {
 }
 
 impl ServedModel {
+    /// Marks this model as the one serving now in `metrics`.
+    pub fn publish(&self, metrics: &crate::metrics::Metrics) {
+        let path = self.path.display().to_string();
+        metrics.set_model(&crate::metrics::ServingModel {
+            version: &self.version,
+            path: &path,
+            block_size: self.limits.default_block_size,
+            steps_per_block: self.limits.default_steps,
+        });
+    }
+
     /// Loads `dir` on a new engine thread and waits for its warm-up decode; with
     /// `same_vocabulary_as`, its tokenizer must map every token as that one does (checked
     /// before any weight is read). Blocking (weights are hashed and loaded): call it off the

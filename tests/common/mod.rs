@@ -105,6 +105,17 @@ pub fn http(
     Some((status, text))
 }
 
+/// A program of Debian's `prometheus` package (`prometheus`, `promtool`), which the set-up installs.
+pub fn prometheus_tool(name: &str) -> PathBuf {
+    let found = ["/usr/bin", "/usr/local/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.exists());
+    found.unwrap_or_else(|| {
+        panic!("{name} missing: install Debian's `prometheus` package (scripts/setup.sh does)")
+    })
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
