@@ -3,7 +3,7 @@
 use clap::Parser;
 
 use t3d::cli::args::{Cli, Command};
-use t3d::cli::{bench, distill, generate, serve, train};
+use t3d::cli::{bench, compare, distill, generate, serve, train};
 
 fn main() {
     let cli = Cli::parse();
@@ -29,7 +29,7 @@ fn main() {
         Command::Dataset(args) => train::run_dataset(args),
         Command::Rollout(args) => distill::run_rollout(args),
         Command::Distill(args) => distill::run_distill(args),
-        Command::Compare(args) => distill::run_compare(args),
+        Command::Compare(args) => compare::run_compare(args),
         Command::Serve(args) => serve::run_serve(args),
         Command::Health(args) => serve::run_health(args),
     };

@@ -22,8 +22,7 @@ pub async fn held_out_accuracy(model: &ServedModel, n: usize) -> Result<f64, Str
     let task = task_of(&config).map_err(|e| format!("{e:#}"))?;
     let problems = test_set(&task, n);
     let mut params = GenerationParams::default();
-    params.denoise.block_size = model.limits.default_block_size;
-    params.denoise.steps_per_block = model.limits.default_steps;
+    params.denoise = model.limits.decoding.clone();
     params.sampling.temperature = 0.0;
     params.sampling.seed = Some(0);
     params.stop.max_tokens = max_completion_tokens(&task);

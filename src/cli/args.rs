@@ -66,15 +66,16 @@ pub struct DecodeArgs {
     /// Tokens per block (default: the model's `block_size`).
     #[arg(long, env = "T3D_BLOCK_SIZE")]
     pub block_size: Option<usize>,
-    /// Denoising steps per block (default: the model's `t3d_steps_per_block`, else full-step).
+    /// Denoising steps per block (default: the model's recommended decoding, else full-step).
     #[arg(long, env = "T3D_STEPS_PER_BLOCK")]
     pub steps_per_block: Option<usize>,
-    /// low_confidence_static, low_confidence_dynamic, sequential or entropy_bounded.
-    #[arg(long, env = "T3D_REMASKING", default_value = "low_confidence_static")]
-    pub remasking: Remasking,
-    /// Confidence threshold of low_confidence_dynamic.
-    #[arg(long, env = "T3D_THRESHOLD", default_value_t = 0.9)]
-    pub threshold: f64,
+    /// low_confidence_static, low_confidence_dynamic, sequential or entropy_bounded
+    /// (default: the model's recommended decoding, else low_confidence_static).
+    #[arg(long, env = "T3D_REMASKING")]
+    pub remasking: Option<Remasking>,
+    /// Confidence threshold of low_confidence_dynamic (default: the model's, else 0.9).
+    #[arg(long, env = "T3D_THRESHOLD")]
+    pub threshold: Option<f64>,
     /// 0 = greedy.
     #[arg(long, env = "T3D_TEMPERATURE", default_value_t = 0.0)]
     pub temperature: f64,
@@ -96,9 +97,9 @@ pub struct DecodeArgs {
 }
 
 impl DecodeArgs {
-    /// Generation parameters, filling block size and steps from the model when not given.
-    pub fn params(&self, model_block: usize, model_steps: usize) -> GenerationParams {
-        let block_size = self.block_size.unwrap_or(model_block);
+    /// Generation parameters, filling what is not given from the model's recommended decoding.
+    pub fn params(&self, model: &DenoiseParams) -> GenerationParams {
+        let block_size = self.block_size.unwrap_or(model.block_size);
         GenerationParams {
             sampling: SamplingParams {
                 temperature: self.temperature,
@@ -108,10 +109,12 @@ impl DecodeArgs {
             },
             denoise: DenoiseParams {
                 block_size,
-                steps_per_block: self.steps_per_block.unwrap_or(model_steps.min(block_size)),
-                remasking: self.remasking,
-                confidence_threshold: self.threshold,
-                ..DenoiseParams::default()
+                steps_per_block: self
+                    .steps_per_block
+                    .unwrap_or(model.steps_per_block.min(block_size)),
+                remasking: self.remasking.unwrap_or(model.remasking),
+                confidence_threshold: self.threshold.unwrap_or(model.confidence_threshold),
+                entropy_bound: model.entropy_bound,
             },
             stop: StopParams {
                 max_tokens: self.max_tokens,

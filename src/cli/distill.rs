@@ -9,18 +9,21 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::args::{CompareArgs, DistillArgs, PromptArgs, RolloutArgs};
+use super::args::{DistillArgs, PromptArgs, RolloutArgs};
 use super::common::{bundled_model, setup_device};
 use crate::distill::config::DistillConfig;
 use crate::distill::rollout::{
     questions_of, read_questions, read_trajectories, rollout, write_trajectories, Trajectory,
 };
 use crate::distill::trainer::{distill, save_student, DistillOptions, DistillReport};
-use crate::engine::GenerationParams;
+use crate::engine::recommended::set_recommended;
+use crate::engine::{GenerationParams, Remasking};
 use crate::model::checkpoint::{self, LoadedModel};
 use crate::model::TextTokenizer;
-use crate::train::eval::{evaluate, format_table, max_completion_tokens, task_of, EvalRow};
-use crate::train::plot::{accuracy_vs_steps, Series};
+use crate::train::eval::{
+    evaluate, format_table, max_completion_tokens, settings, task_of, EvalRow,
+};
+use crate::train::frontier::recommend;
 use crate::train::task::{test_set, ArithConfig, ProblemStream, Split};
 
 struct Teacher {
@@ -136,8 +139,19 @@ pub fn run_distill(args: &DistillArgs) -> anyhow::Result<()> {
         return write_report(args.run.report.as_deref(), &report, &[]);
     };
     report_phase(status, "evaluating")?;
+    let mut student = student;
     let rows = evaluate_student(&cfg, &student, &teacher)?;
     print!("{}", format_table(&rows));
+    if let Some(best) = recommend(&rows, cfg.serve_min_tokens_per_forward) {
+        let decoding = best.denoise();
+        eprintln!(
+            "[t3d] serving default: {} ({:.1}% at {:.2} tokens/forward)",
+            best.decoding(),
+            100.0 * best.answer_accuracy,
+            best.tokens_per_forward
+        );
+        set_recommended(&mut student.config, &decoding);
+    }
     let files = vec![
         (
             "eval.json".into(),
@@ -192,10 +206,16 @@ fn evaluate_student(
     }
     let problems = test_set(&teacher.task, cfg.eval_n);
     let mut rows = Vec::new();
-    for &steps in &cfg.eval_steps {
+    let all = settings(
+        cfg.rollout.block_size,
+        &cfg.eval_steps,
+        Remasking::LowConfidenceStatic,
+        &cfg.eval_thresholds,
+        &[],
+    );
+    for denoise in all {
         let mut params = GenerationParams::default();
-        params.denoise.block_size = cfg.rollout.block_size;
-        params.denoise.steps_per_block = steps;
+        params.denoise = denoise;
         params.sampling.temperature = 0.0;
         params.sampling.seed = Some(0);
         params.stop.max_tokens = max_completion_tokens(&teacher.task);
@@ -209,6 +229,7 @@ fn evaluate_student(
 fn eval_record(cfg: &DistillConfig, teacher: &Teacher, rows: &[EvalRow]) -> serde_json::Value {
     serde_json::json!({"teacher": teacher.dir, "objective": cfg.objective.as_str(),
         "task": teacher.task, "remasking": "low_confidence_static", "temperature": 0.0,
+        "served_default": recommend(rows, cfg.serve_min_tokens_per_forward).map(EvalRow::decoding),
         "rows": rows})
 }
 
@@ -223,104 +244,4 @@ fn write_report(
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
-}
-
-/// `t3d compare`: one table row per `LABEL=eval.json` (answer accuracy / trace validity at each
-/// steps-per-block setting) and, with `--plot`, accuracy against S per model.
-pub fn run_compare(args: &CompareArgs) -> anyhow::Result<()> {
-    let mut models = Vec::new();
-    for item in &args.evals {
-        let (label, path) = item
-            .split_once('=')
-            .with_context(|| format!("--eval {item}: expected LABEL=FILE"))?;
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-        let record: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("parsing {path}"))?;
-        let rows: Vec<EvalRow> = serde_json::from_value(record["rows"].clone())
-            .with_context(|| format!("{path}: no `rows` of an eval.json"))?;
-        models.push((label.to_string(), rows));
-    }
-    print!("{}", comparison_table(&models));
-    if let Some(path) = &args.plot {
-        let series: Vec<Series> = models
-            .iter()
-            .map(|(label, rows)| Series {
-                label: label.clone(),
-                points: rows
-                    .iter()
-                    .map(|r| (r.steps_per_block as f64, 100.0 * r.answer_accuracy))
-                    .collect(),
-            })
-            .collect();
-        accuracy_vs_steps(
-            path,
-            "arith, b = 4: answer accuracy vs steps per block",
-            &series,
-        )?;
-    }
-    Ok(())
-}
-
-/// Markdown: a row per model, a column per S with `accuracy / validity` in %.
-pub fn comparison_table(models: &[(String, Vec<EvalRow>)]) -> String {
-    let mut steps: Vec<usize> = models
-        .iter()
-        .flat_map(|(_, rows)| rows.iter().map(|r| r.steps_per_block))
-        .collect();
-    steps.sort_unstable();
-    steps.dedup();
-    let mut out = String::from("| model |");
-    for s in &steps {
-        out.push_str(&format!(" S={s} acc / valid |"));
-    }
-    out.push_str(&format!("\n|---|{}\n", "---|".repeat(steps.len())));
-    for (label, rows) in models {
-        out.push_str(&format!("| {label} |"));
-        for s in &steps {
-            match rows.iter().find(|r| r.steps_per_block == *s) {
-                Some(r) => out.push_str(&format!(
-                    " {:.1}% / {:.1}% |",
-                    100.0 * r.answer_accuracy,
-                    100.0 * r.trace_validity
-                )),
-                None => out.push_str(" – |"),
-            }
-        }
-        out.push('\n');
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(steps: usize, acc: f64, valid: f64) -> EvalRow {
-        EvalRow {
-            block_size: 4,
-            steps_per_block: steps,
-            n: 10,
-            answer_accuracy: acc,
-            trace_validity: valid,
-            tokens_per_forward: 1.0,
-            tokens_per_second: 1.0,
-            seconds: 1.0,
-        }
-    }
-
-    #[test]
-    fn comparison_rows_align_steps_and_mark_missing_settings() {
-        let models = vec![
-            (
-                "teacher".to_string(),
-                vec![row(1, 0.345, 0.286), row(4, 0.943, 0.941)],
-            ),
-            ("t3d".to_string(), vec![row(1, 0.9, 0.85)]),
-        ];
-        let table = comparison_table(&models);
-        let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines[0], "| model | S=1 acc / valid | S=4 acc / valid |");
-        assert_eq!(lines[2], "| teacher | 34.5% / 28.6% | 94.3% / 94.1% |");
-        assert_eq!(lines[3], "| t3d | 90.0% / 85.0% | – |");
-    }
 }

@@ -6,6 +6,7 @@ use anyhow::Context;
 
 use super::args::{GenerateArgs, InitArgs};
 use super::common::{model_dir, setup_device};
+use crate::engine::recommended::recommended;
 use crate::engine::{generate, Generation, GenerationParams, SpecialIds};
 use crate::model::checkpoint::{self, SaveOptions};
 use crate::model::tokenizer::{
@@ -22,7 +23,7 @@ pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     let cfg = &loaded.config;
     let mut params = args
         .decode
-        .params(cfg.block_size.unwrap_or(4), cfg.default_steps_per_block());
+        .params(&recommended(cfg).map_err(anyhow::Error::msg)?);
     // Every EOS the checkpoint lists ends the text (SDAR-Chat: <|im_end|> too), as served.
     params.stop.add_eos_ids(&tokenizer.stop_ids);
     params.validate().map_err(anyhow::Error::msg)?;

@@ -4,6 +4,7 @@
 pub mod args;
 pub mod bench;
 pub mod common;
+pub mod compare;
 pub mod distill;
 pub mod generate;
 pub mod serve;

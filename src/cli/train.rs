@@ -4,11 +4,14 @@ use anyhow::Context;
 
 use super::args::{DatasetArgs, EvalArgs, TrainArgs};
 use super::common::{model_dir, setup_device};
-use crate::engine::GenerationParams;
+use crate::engine::recommended::{recommended, Recommendation};
+use crate::engine::{DenoiseParams, GenerationParams};
 use crate::model::checkpoint;
 use crate::model::TextTokenizer;
 use crate::train::config::TrainConfig;
-use crate::train::eval::{evaluate, format_table, max_completion_tokens, task_of};
+use crate::train::eval::{
+    evaluate, format_table, max_completion_tokens, settings, task_of, EvalRow,
+};
 use crate::train::plot::{accuracy_vs_steps, Series};
 use crate::train::task::{
     test_set, ArithConfig, Problem, ProblemRecord, ProblemStream, Score, Split,
@@ -68,10 +71,11 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
     let tokenizer = TextTokenizer::from_dir(&dir, &loaded.config)?;
     let task = task_of(&loaded.config)?;
     let problems = test_set(&task, args.n);
+    let served = recommended(&loaded.config).map_err(anyhow::Error::msg)?;
     let mut rows = Vec::new();
     let mut dump = String::new();
-    for &steps in &args.steps {
-        let params = eval_params(args, steps, max_completion_tokens(&task));
+    for denoise in eval_settings(args, &served) {
+        let params = eval_params(args, denoise, max_completion_tokens(&task));
         params.validate().map_err(anyhow::Error::msg)?;
         let (row, scored) = evaluate(
             &loaded.model,
@@ -80,10 +84,17 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
             &params,
             args.batch_size,
         )?;
-        dump.push_str(&dump_lines(steps, &problems, &scored));
+        dump.push_str(&dump_lines(&row, &problems, &scored));
+        let marker = if params.denoise == served {
+            " (served default)"
+        } else {
+            ""
+        };
         eprintln!(
-            "[t3d] S={steps}: accuracy {:.1}% in {:.1} s",
+            "[t3d] {}{marker}: accuracy {:.1}% at {:.2} tokens/forward in {:.1} s",
+            row.decoding(),
             100.0 * row.answer_accuracy,
+            row.tokens_per_forward,
             row.seconds
         );
         rows.push(row);
@@ -91,7 +102,8 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
     print!("{}", format_table(&rows));
     if let Some(path) = &args.json {
         let record = serde_json::json!({"model": dir, "task": task, "remasking": args.remasking,
-                                        "temperature": args.temperature, "rows": rows});
+            "temperature": args.temperature, "served_default": Recommendation::of(&served),
+            "rows": rows});
         std::fs::write(path, serde_json::to_string_pretty(&record)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
@@ -103,6 +115,7 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
             label: dir.display().to_string(),
             points: rows
                 .iter()
+                .filter(|r| r.is_static())
                 .map(|r| (r.steps_per_block as f64, 100.0 * r.answer_accuracy))
                 .collect(),
         };
@@ -115,11 +128,24 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn eval_params(args: &EvalArgs, steps: usize, max_tokens: usize) -> GenerationParams {
+/// The settings `args` asks for, plus the model's recommended decoding when it is not among them.
+fn eval_settings(args: &EvalArgs, served: &DenoiseParams) -> Vec<DenoiseParams> {
+    let mut all = settings(
+        args.block_size,
+        &args.steps,
+        args.remasking,
+        &args.thresholds,
+        &args.entropy_bounds,
+    );
+    if served.block_size == args.block_size && !all.contains(served) {
+        all.push(served.clone());
+    }
+    all
+}
+
+fn eval_params(args: &EvalArgs, denoise: DenoiseParams, max_tokens: usize) -> GenerationParams {
     let mut params = GenerationParams::default();
-    params.denoise.block_size = args.block_size;
-    params.denoise.steps_per_block = steps;
-    params.denoise.remasking = args.remasking;
+    params.denoise = denoise;
     params.sampling.temperature = args.temperature;
     params.sampling.seed = Some(0);
     params.stop.max_tokens = max_tokens;
@@ -161,10 +187,11 @@ pub fn run_dataset(args: &DatasetArgs) -> anyhow::Result<()> {
 }
 
 /// JSONL lines of one setting's completions with their scores.
-fn dump_lines(steps: usize, problems: &[Problem], scored: &[(String, Score)]) -> String {
+fn dump_lines(row: &EvalRow, problems: &[Problem], scored: &[(String, Score)]) -> String {
     let mut out = String::new();
     for (problem, (text, score)) in problems.iter().zip(scored) {
-        let line = serde_json::json!({"steps_per_block": steps, "question": problem.question(),
+        let line = serde_json::json!({"steps_per_block": row.steps_per_block,
+            "decoding": row.decoding(), "question": problem.question(),
             "answer": problem.answer(), "completion": text, "answer_correct": score.answer_correct,
             "trace_valid": score.trace_valid});
         out.push_str(&line.to_string());

@@ -82,10 +82,16 @@ pub struct EvalArgs {
     /// Tokens per block.
     #[arg(long, default_value_t = 4)]
     pub block_size: usize,
-    /// Steps per block to evaluate (comma-separated).
+    /// Static steps per block to evaluate (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     pub steps: Vec<usize>,
-    /// Remasking policy.
+    /// Confidence thresholds to evaluate with `low_confidence_dynamic` (at most `b` steps).
+    #[arg(long, value_delimiter = ',')]
+    pub thresholds: Vec<f64>,
+    /// Entropy bounds to evaluate with `entropy_bounded` (at most `b` steps).
+    #[arg(long, value_delimiter = ',')]
+    pub entropy_bounds: Vec<f64>,
+    /// Remasking policy of the static settings.
     #[arg(long, default_value = "low_confidence_static")]
     pub remasking: Remasking,
     /// 0 = greedy.
@@ -196,10 +202,13 @@ pub struct DistillArgs {
 /// `t3d compare`.
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// `LABEL=PATH/eval.json`, one per model, in table order.
+    /// `LABEL=PATH/eval.json`, in table order; several with one label are seeds (pooled).
     #[arg(long = "eval", value_name = "LABEL=FILE", required = true)]
     pub evals: Vec<String>,
     /// Write the PNG plot (accuracy against steps per block) here.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Write the PNG frontier plot (accuracy against tokens per forward, Pareto points filled).
+    #[arg(long)]
+    pub frontier: Option<PathBuf>,
 }

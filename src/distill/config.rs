@@ -88,12 +88,17 @@ pub struct DistillConfig {
     pub save_every: u64,
     /// JSONL log line every this many optimizer steps.
     pub log_every: u64,
-    /// Steps per block the student is served with by default (`t3d_steps_per_block`).
+    /// Steps per block the student is served with when it is not evaluated (`eval_n` 0).
     pub serve_steps_per_block: usize,
+    /// The student is served with its most accurate evaluated setting at least this many tokens
+    /// per forward fast (else its fastest), written to its config as `t3d_decoding`.
+    pub serve_min_tokens_per_forward: f64,
     /// Held-out problems scored at the end (0 = no evaluation).
     pub eval_n: usize,
-    /// Steps per block evaluated at the end.
+    /// Static steps per block evaluated at the end.
     pub eval_steps: Vec<usize>,
+    /// Confidence thresholds (`low_confidence_dynamic`, up to `b` steps) evaluated at the end.
+    pub eval_thresholds: Vec<f64>,
 }
 
 impl Default for DistillConfig {
@@ -121,8 +126,10 @@ impl Default for DistillConfig {
             save_every: 100,
             log_every: 10,
             serve_steps_per_block: 1,
+            serve_min_tokens_per_forward: 3.0,
             eval_n: 1000,
             eval_steps: vec![1, 2, 4],
+            eval_thresholds: vec![0.5, 0.7, 0.8, 0.9, 0.95],
         }
     }
 }
@@ -175,6 +182,13 @@ impl DistillConfig {
         }
         if !self.train_block_size().is_power_of_two() {
             return Err("block_size must be a power of two".into());
+        }
+        if !self.eval_thresholds.iter().all(|t| (0.0..=1.0).contains(t))
+            || !(self.serve_min_tokens_per_forward >= 0.0)
+        {
+            return Err(
+                "eval_thresholds must be in [0, 1] and serve_min_tokens_per_forward ≥ 0".into(),
+            );
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ pub mod device_memory;
 pub mod kv_budget;
 pub mod kv_cache;
 pub mod params;
+pub mod recommended;
 pub mod request;
 pub mod runner;
 pub mod sampler;

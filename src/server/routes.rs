@@ -20,6 +20,7 @@ use super::render::{collect, sse_stream, Endpoint, ResponseMeta};
 use super::schema::{CommonParams, ModelCard};
 use super::validate::{check_fields, parse, parse_field};
 use super::{unix_now, AppState};
+use crate::engine::recommended::Recommendation;
 
 type AppResult = Result<Response, ApiError>;
 
@@ -118,8 +119,9 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
         max_model_len: model.limits.max_total_tokens,
         root: model.path.display().to_string(),
         version: model.version.clone(),
-        steps_per_block: model.limits.default_steps,
-        block_size: model.limits.default_block_size,
+        steps_per_block: model.limits.decoding.steps_per_block,
+        block_size: model.limits.decoding.block_size,
+        decoding: Recommendation::of(&model.limits.decoding),
     };
     Json(json!({"object": "list", "data": [card]}))
 }

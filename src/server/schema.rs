@@ -198,4 +198,7 @@ pub struct ModelCard {
     pub block_size: usize,
     /// Extension: the default denoising steps per block.
     pub steps_per_block: usize,
+    /// Extension: the whole default decoding (the checkpoint's recommendation): remasking,
+    /// steps per block and threshold.
+    pub decoding: crate::engine::recommended::Recommendation,
 }

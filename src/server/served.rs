@@ -15,6 +15,7 @@ use super::validate::Limits;
 use crate::engine::device_memory::cuda_free_and_total;
 use crate::engine::kv_budget::{self, available_memory, Budget, KvPlan};
 use crate::engine::kv_cache::bytes_per_position;
+use crate::engine::recommended::recommended;
 use crate::engine::runner::{spawn_labelled, EngineHandle, RunnerLimits};
 use crate::metrics::Metrics;
 use crate::model::generation_config::GenerationConfig;
@@ -69,8 +70,8 @@ impl ServedModel {
         metrics.set_model(&crate::metrics::ServingModel {
             version: &self.version,
             path: &path,
-            block_size: self.limits.default_block_size,
-            steps_per_block: self.limits.default_steps,
+            block_size: self.limits.decoding.block_size,
+            steps_per_block: self.limits.decoding.steps_per_block,
         });
     }
 
@@ -106,8 +107,7 @@ impl ServedModel {
                 .unwrap_or(max_total)
                 .min(max_total.saturating_sub(1)),
             max_total_tokens: max_total,
-            default_block_size: config.block_size.unwrap_or(4),
-            default_steps: config.default_steps_per_block(),
+            decoding: recommended(&config).map_err(anyhow::Error::msg)?,
             sampling: GenerationConfig::from_dir(dir)?.sampling_defaults(),
             eos_ids: tokenizer.stop_ids.clone(),
             added_tokens: tokenizer.added_tokens(),

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::schema::{CommonParams, StopInput};
-use crate::engine::{DenoiseParams, GenerationParams, Remasking, SamplingParams, StopParams};
+use crate::engine::{DenoiseParams, GenerationParams, SamplingParams, StopParams};
 use crate::model::generation_config::SamplingDefaults;
 
 /// Fields of [`CommonParams`], accepted by both endpoints.
@@ -74,10 +74,9 @@ pub struct Limits {
     pub max_input_tokens: usize,
     /// Longest prompt + completion in tokens.
     pub max_total_tokens: usize,
-    /// Block size when the request names none.
-    pub default_block_size: usize,
-    /// Steps per block when the request names none.
-    pub default_steps: usize,
+    /// The model's recommended decoding: what a request gets for the block size, steps,
+    /// remasking and threshold it leaves out.
+    pub decoding: DenoiseParams,
     /// Sampling values a request gets for the fields it leaves out (`generation_config.json`).
     pub sampling: SamplingDefaults,
     /// Ids that end a generation unless `ignore_eos` (every EOS the model lists).
@@ -233,7 +232,7 @@ fn stops(p: &CommonParams, limits: &Limits) -> Result<(Vec<String>, Vec<i64>), A
 fn denoise(p: &CommonParams, limits: &Limits) -> Result<DenoiseParams, ApiError> {
     let block = p
         .block_size
-        .map_or(Ok(limits.default_block_size as u64), |b| {
+        .map_or(Ok(limits.decoding.block_size as u64), |b| {
             range("block_size", b, 1, 64)
         })?;
     if !block.is_power_of_two() {
@@ -242,25 +241,28 @@ fn denoise(p: &CommonParams, limits: &Limits) -> Result<DenoiseParams, ApiError>
             format!("`block_size` must be a power of two, got {block}"),
         ));
     }
-    let default_steps = limits.default_steps.min(block as usize) as u64;
+    let defaults = &limits.decoding;
+    let default_steps = defaults.steps_per_block.min(block as usize) as u64;
     let steps = p
         .steps_per_block
         .map_or(Ok(default_steps), |s| range("steps_per_block", s, 1, block))?;
     let remasking = match &p.remasking {
-        None => Remasking::default(),
+        None => defaults.remasking,
         Some(name) => name
             .parse()
             .map_err(|e: String| ApiError::invalid("remasking", e))?,
     };
     let threshold = p
         .confidence_threshold
-        .map_or(Ok(0.9), |t| range("confidence_threshold", t, 0.0, 1.0))?;
+        .map_or(Ok(defaults.confidence_threshold), |t| {
+            range("confidence_threshold", t, 0.0, 1.0)
+        })?;
     Ok(DenoiseParams {
         block_size: block as usize,
         steps_per_block: steps as usize,
         remasking,
         confidence_threshold: threshold,
-        ..DenoiseParams::default()
+        entropy_bound: defaults.entropy_bound,
     })
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::engine::Remasking;
 use serde_json::json;
 
 fn limits() -> Limits {
@@ -6,8 +7,7 @@ fn limits() -> Limits {
         served_model: "m".into(),
         max_input_tokens: 100,
         max_total_tokens: 128,
-        default_block_size: 4,
-        default_steps: 4,
+        decoding: DenoiseParams::default(),
         sampling: SamplingDefaults::default(),
         eos_ids: vec![2, 0],
         added_tokens: [("<|im_end|>".to_string(), 2), ("<think>".to_string(), 7)].into(),
@@ -48,6 +48,33 @@ fn defaults_follow_openai_and_the_model() {
     assert_eq!(
         (v.n, v.stream, v.include_usage, v.params.sampling.top_k),
         (2, true, true, 0)
+    );
+}
+
+#[test]
+fn the_models_recommended_decoding_is_the_default_and_requests_override_it() {
+    let mut limits = limits();
+    limits.decoding = DenoiseParams {
+        remasking: Remasking::LowConfidenceDynamic,
+        confidence_threshold: 0.7,
+        ..DenoiseParams::default()
+    };
+    let with = |body: Value| {
+        let p: CommonParams = parse(body).unwrap();
+        validate(&p, 10, &limits).unwrap().params.denoise
+    };
+    let d = with(json!({}));
+    assert_eq!(
+        (d.remasking, d.confidence_threshold, d.steps_per_block),
+        (Remasking::LowConfidenceDynamic, 0.7, 4)
+    );
+    let d = with(
+        json!({"remasking": "low_confidence_static", "steps_per_block": 2,
+                        "confidence_threshold": 0.95}),
+    );
+    assert_eq!(
+        (d.remasking, d.confidence_threshold, d.steps_per_block),
+        (Remasking::LowConfidenceStatic, 0.95, 2)
     );
 }
 

@@ -1,5 +1,6 @@
-//! Evaluation on the held-out split (`t3d eval`): for each steps-per-block setting, decode every
-//! problem with the batched engine and score answer accuracy and trace validity.
+//! Evaluation on the held-out split (`t3d eval`): for each decoding setting (static steps per
+//! block, a confidence threshold, an entropy bound), decode every problem with the batched engine
+//! and score answer accuracy (with its standard error), trace validity and tokens per forward.
 
 use std::time::Instant;
 
@@ -8,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::prompt_ids;
 use super::task::{check, ArithConfig, Problem, Score};
-use crate::engine::{generate, GenerationParams, SpecialIds};
+use crate::engine::{generate, DenoiseParams, GenerationParams, Remasking, SpecialIds};
 use crate::model::{Sdar, SdarConfig, TextTokenizer};
 
 /// Scores of one decoding setting.
@@ -16,8 +17,14 @@ use crate::model::{Sdar, SdarConfig, TextTokenizer};
 pub struct EvalRow {
     /// Tokens per block.
     pub block_size: usize,
-    /// Denoising steps per block.
+    /// Denoising steps per block (the most a threshold policy may take).
     pub steps_per_block: usize,
+    /// The remasking policy (rows written before it was recorded were static).
+    #[serde(default)]
+    pub remasking: Remasking,
+    /// The confidence threshold (`low_confidence_dynamic`) or entropy bound (`entropy_bounded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
     /// Problems scored.
     pub n: usize,
     /// Fraction whose final answer is right.
@@ -30,6 +37,87 @@ pub struct EvalRow {
     pub tokens_per_second: f64,
     /// Wall time of the setting.
     pub seconds: f64,
+}
+
+impl EvalRow {
+    /// The standard error of the answer accuracy, `sqrt(p (1 - p) / n)`.
+    pub fn accuracy_se(&self) -> f64 {
+        let p = self.answer_accuracy;
+        (p * (1.0 - p) / self.n.max(1) as f64).sqrt()
+    }
+
+    /// Static remasking with a fixed number of steps per block.
+    pub fn is_static(&self) -> bool {
+        self.threshold.is_none()
+    }
+
+    /// The decoding setting it was measured with.
+    pub fn denoise(&self) -> DenoiseParams {
+        let mut d = DenoiseParams {
+            block_size: self.block_size,
+            steps_per_block: self.steps_per_block,
+            remasking: self.remasking,
+            ..DenoiseParams::default()
+        };
+        match (self.remasking, self.threshold) {
+            (Remasking::LowConfidenceDynamic, Some(t)) => d.confidence_threshold = t,
+            (Remasking::EntropyBounded, Some(b)) => d.entropy_bound = b,
+            _ => {}
+        }
+        d
+    }
+
+    /// The decoding setting, e.g. `S=2`, `τ=0.9`, `H≤0.35`.
+    pub fn decoding(&self) -> String {
+        match (self.remasking, self.threshold) {
+            (Remasking::LowConfidenceDynamic, Some(t)) => format!("τ={t}"),
+            (Remasking::EntropyBounded, Some(t)) => format!("H≤{t}"),
+            (Remasking::Sequential, _) => format!("S={} seq", self.steps_per_block),
+            _ => format!("S={}", self.steps_per_block),
+        }
+    }
+}
+
+/// The threshold a policy reads, if it reads one.
+pub fn threshold_of(d: &DenoiseParams) -> Option<f64> {
+    match d.remasking {
+        Remasking::LowConfidenceDynamic => Some(d.confidence_threshold),
+        Remasking::EntropyBounded => Some(d.entropy_bound),
+        _ => None,
+    }
+}
+
+/// The decoding settings of an evaluation at block size `b`: `static_policy` at each of `steps`,
+/// `low_confidence_dynamic` at each confidence threshold and `entropy_bounded` at each bound
+/// (the threshold policies may take up to `b` steps).
+pub fn settings(
+    b: usize,
+    steps: &[usize],
+    static_policy: Remasking,
+    thresholds: &[f64],
+    entropy_bounds: &[f64],
+) -> Vec<DenoiseParams> {
+    let base = DenoiseParams {
+        block_size: b,
+        steps_per_block: b,
+        ..DenoiseParams::default()
+    };
+    let fixed = steps.iter().map(|&s| DenoiseParams {
+        steps_per_block: s,
+        remasking: static_policy,
+        ..base.clone()
+    });
+    let dynamic = thresholds.iter().map(|&t| DenoiseParams {
+        remasking: Remasking::LowConfidenceDynamic,
+        confidence_threshold: t,
+        ..base.clone()
+    });
+    let bounded = entropy_bounds.iter().map(|&e| DenoiseParams {
+        remasking: Remasking::EntropyBounded,
+        entropy_bound: e,
+        ..base.clone()
+    });
+    fixed.chain(dynamic).chain(bounded).collect()
 }
 
 /// The task a checkpoint was trained on (`t3d_task` in its config), else the default one.
@@ -83,6 +171,8 @@ pub fn evaluate(
     let row = EvalRow {
         block_size: params.denoise.block_size,
         steps_per_block: params.denoise.steps_per_block,
+        remasking: params.denoise.remasking,
+        threshold: threshold_of(&params.denoise),
         n: problems.len(),
         answer_accuracy: correct as f64 / n,
         trace_validity: valid as f64 / n,
@@ -96,15 +186,16 @@ pub fn evaluate(
 /// The results as a Markdown table.
 pub fn format_table(rows: &[EvalRow]) -> String {
     let mut out = String::from(
-        "| b | S | n | answer acc | trace valid | tokens/forward | tokens/s |\n|---|---|---|---|---|---|---|\n",
+        "| b | decoding | n | answer acc ± se | trace valid | tokens/forward | tokens/s |\n|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {:.1}% | {:.1}% | {:.2} | {:.0} |\n",
+            "| {} | {} | {} | {:.1}% ± {:.1} | {:.1}% | {:.2} | {:.0} |\n",
             r.block_size,
-            r.steps_per_block,
+            r.decoding(),
             r.n,
             100.0 * r.answer_accuracy,
+            100.0 * r.accuracy_se(),
             100.0 * r.trace_validity,
             r.tokens_per_forward,
             r.tokens_per_second

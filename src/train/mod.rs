@@ -7,6 +7,7 @@ pub mod batch;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod frontier;
 pub mod masks;
 pub mod optim;
 pub mod plot;

@@ -1,5 +1,6 @@
 //! PNG plots (plotters, bitmap backend, with the bundled DejaVu Sans so no system font is
-//! needed): accuracy against steps per block, one line per model or objective.
+//! needed): accuracy against steps per block, and the accuracy / tokens-per-forward frontier,
+//! one line per model or objective.
 
 use std::path::Path;
 
@@ -53,6 +54,68 @@ pub fn accuracy_vs_steps(path: &Path, title: &str, series: &[Series]) -> anyhow:
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// One model's settings on the frontier plot: (tokens per forward, accuracy %, standard error
+/// in points, Pareto-optimal among all models).
+pub struct FrontierSeries {
+    /// Legend label.
+    pub label: String,
+    /// Its settings.
+    pub points: Vec<(f64, f64, f64, bool)>,
+}
+
+/// Draws answer accuracy (%) against tokens per forward, one curve per model (settings joined
+/// in order of speed), ±1 standard error bars, Pareto-optimal settings as filled dots.
+pub fn frontier(path: &Path, title: &str, series: &[FrontierSeries]) -> anyhow::Result<()> {
+    let _ = register_font("sans-serif", FontStyle::Normal, FONT);
+    let root = BitMapBackend::new(path, (800, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let all = || series.iter().flat_map(|s| s.points.iter());
+    let max_x = all().map(|p| p.0).fold(1.0f64, f64::max).ceil();
+    let min_y = all().map(|p| p.1 - p.2).fold(100.0f64, f64::min);
+    let floor = ((min_y - 5.0) / 10.0).floor().max(0.0) * 10.0;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0f64..max_x + 0.25, floor..100f64)?;
+    chart
+        .configure_mesh()
+        .x_desc("tokens per forward (speed)")
+        .y_desc("answer accuracy (%)")
+        .draw()?;
+    for (i, s) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let mut line: Vec<(f64, f64)> = s.points.iter().map(|p| (p.0, p.1)).collect();
+        line.sort_by(|a, b| a.0.total_cmp(&b.0));
+        chart
+            .draw_series(LineSeries::new(line, color.stroke_width(2)))?
+            .label(s.label.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        chart.draw_series(s.points.iter().map(|&(x, y, se, _)| {
+            PathElement::new(vec![(x, y - se), (x, y + se)], color.stroke_width(1))
+        }))?;
+        chart.draw_series(s.points.iter().map(|&(x, y, _, best)| {
+            let style = if best {
+                color.filled()
+            } else {
+                color.stroke_width(2)
+            };
+            Circle::new((x, y), if best { 6 } else { 4 }, style)
+        }))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerLeft)
         .draw()?;
     root.present()?;
     Ok(())

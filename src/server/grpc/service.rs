@@ -125,8 +125,8 @@ impl pb::generation_server::Generation for GenerationService {
             id: limits.served_model.clone(),
             version: model.version.clone(),
             max_model_len: limits.max_total_tokens as u32,
-            block_size: limits.default_block_size as u32,
-            steps_per_block: limits.default_steps as u32,
+            block_size: limits.decoding.block_size as u32,
+            steps_per_block: limits.decoding.steps_per_block as u32,
         };
         self.count("ListModels", Code::Ok);
         Ok(Response::new(pb::ListModelsResponse { models: vec![card] }))
