@@ -66,6 +66,10 @@ pub struct Metrics {
     pub failures: IntCounterVec,
     /// HTTP responses by route and status.
     pub http_requests: IntCounterVec,
+    /// Client connections open on the API port.
+    pub http_connections: IntGauge,
+    /// Connections refused (503) because `--max-connections` were open.
+    pub http_connections_refused: IntCounter,
     /// 1 for the model serving now, by version and path.
     pub model_info: IntGaugeVec,
     /// Tokens per block of the model serving now.
@@ -231,6 +235,20 @@ impl Metrics {
                     &["route", "status"],
                 ),
             ),
+            http_connections: register(
+                &r,
+                gauge(
+                    "t3d_http_connections",
+                    "Client connections open on the API port.",
+                ),
+            ),
+            http_connections_refused: register(
+                &r,
+                counter(
+                    "t3d_http_connections_refused_total",
+                    "Connections answered 503 because --max-connections were open.",
+                ),
+            ),
             model_info: register(
                 &r,
                 IntGaugeVec::new(
@@ -353,7 +371,7 @@ mod tests {
             .filter(|l| l.starts_with("# TYPE t3d_"))
             .count();
         assert_eq!(
-            families, 27,
+            families, 29,
             "labelled families without samples are not rendered"
         );
     }

@@ -40,8 +40,12 @@ fn a_job_runs_to_success_and_its_student_is_hot_swapped_under_streaming_load() {
     assert_eq!(job["state"], "succeeded", "{job:#}");
     assert_eq!(job["progress"]["step"], 6);
     assert!(job["losses"]["loss"].as_f64().unwrap().is_finite());
-    assert_eq!(job["eval"].as_array().unwrap().len(), 2);
-    assert!(job["eval_table"].as_str().unwrap().contains("| 4 | 1 |"));
+    assert_eq!(job["eval"].as_array().unwrap().len(), 3);
+    assert!(job["eval_table"].as_str().unwrap().contains("| 4 | S=1 |"));
+    assert!(job["eval_table"]
+        .as_str()
+        .unwrap()
+        .contains("| 4 | τ=0.9 |"));
     assert!(job["command_line"].as_str().unwrap().contains(" distill "));
     let output = PathBuf::from(job["output"].as_str().unwrap());
     assert!(

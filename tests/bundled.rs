@@ -53,7 +53,7 @@ fn eval_on_the_committed_teacher_writes_table_json_and_plot() {
     ]);
     let table = stdout_of(&out);
     assert!(
-        table.contains("| 4 | 1 | 48 |") && table.contains("| 4 | 4 | 48 |"),
+        table.contains("| 4 | S=1 | 48 |") && table.contains("| 4 | S=4 | 48 |"),
         "{table}"
     );
     let report: serde_json::Value =

@@ -172,3 +172,37 @@ fn http_threads_run_below_the_engine_and_a_full_queue_sheds_before_the_body() {
         let _ = b.join();
     }
 }
+
+#[test]
+fn connections_past_the_cap_get_an_immediate_503_and_the_cap_frees_up() {
+    let server = start(&["--max-connections", "2"]);
+    let port = server.port;
+    let idle: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    // Accepted in order: the two idle connections are counted before this one.
+    let head = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    let (answer, seconds, closed) = raw_exchange(
+        port,
+        head,
+        Duration::from_secs(5),
+        Duration::from_millis(300),
+    );
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("Retry-After: 1") && answer.contains("too_many_connections"));
+    assert!(closed && seconds < 2.0, "closed {closed} after {seconds} s");
+    drop(idle);
+    common::wait_until("a freed slot never served", 10, || {
+        common::http(port, "GET", "/health", "", None).is_some_and(|(s, _)| s == 200)
+    });
+    let refused = metrics_line(port, "t3d_http_connections_refused_total ").unwrap();
+    assert!(refused.ends_with(" 1"), "{refused}");
+}
+
+/// The `/metrics` line starting with `prefix`.
+fn metrics_line(port: u16, prefix: &str) -> Option<String> {
+    let (_, text) = common::http(port, "GET", "/metrics", "", None)?;
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .map(str::to_string)
+}

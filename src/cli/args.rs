@@ -254,6 +254,10 @@ pub struct ServeArgs {
     /// Seconds a request head may take, and a kept-alive connection may idle (then closed).
     #[arg(long, env = "T3D_HEADER_READ_TIMEOUT", default_value_t = 10)]
     pub header_read_timeout: u64,
+    /// Most client connections open at once; past it a new one gets 503 + `Retry-After` at
+    /// once [default: the open-file limit (raised to its hard limit at start) less 512].
+    #[arg(long, env = "T3D_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// Seconds a request body may take once its head arrived (then 408).
     #[arg(long, env = "T3D_BODY_READ_TIMEOUT", default_value_t = 30)]
     pub body_read_timeout: u64,

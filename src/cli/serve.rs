@@ -18,7 +18,7 @@ use crate::engine::runner::start_engine_spawner;
 use crate::metrics::Metrics;
 use crate::server::grpc::serve_grpc;
 use crate::server::served::{ModelSlot, ServeOptions, ServedModel};
-use crate::server::{serve, unix_now, AppState};
+use crate::server::{listener, serve, unix_now, AppState};
 
 /// `t3d serve`.
 pub fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
@@ -75,6 +75,7 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
         body_read_timeout: Duration::from_secs(args.body_read_timeout.max(1)),
+        max_connections: max_connections(args),
     });
     let addr = socket_addr(&args.host, args.port)?;
     let metrics_addr = args.metrics_port.map(|p| SocketAddr::new(addr.ip(), p));
@@ -165,4 +166,18 @@ fn admin_config(
         serve,
     };
     Ok(Some((cfg, socket_addr(&a.admin_host, a.admin_port)?)))
+}
+
+/// `--max-connections`, else what the open-file limit (raised to its hard limit) allows.
+fn max_connections(args: &ServeArgs) -> usize {
+    let open_files = listener::raise_open_file_limit().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "reading the open-file limit");
+        1024
+    });
+    let max = args
+        .max_connections
+        .unwrap_or_else(|| listener::default_max_connections(open_files))
+        .max(1);
+    tracing::info!(open_files, max_connections = max, "connection limit");
+    max
 }

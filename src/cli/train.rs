@@ -86,6 +86,7 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         )?;
         dump.push_str(&dump_lines(&row, &problems, &scored));
         let marker = if params.denoise == served {
+            print!("{}", show_examples(&problems, &scored, args.show));
             " (served default)"
         } else {
             ""
@@ -187,6 +188,27 @@ pub fn run_dataset(args: &DatasetArgs) -> anyhow::Result<()> {
 }
 
 /// JSONL lines of one setting's completions with their scores.
+/// The first `n` problems as `question → completion`, marked right or wrong.
+fn show_examples(problems: &[Problem], scored: &[(String, Score)], n: usize) -> String {
+    let mut out = String::new();
+    for (problem, (text, score)) in problems.iter().zip(scored).take(n) {
+        let verdict = if score.answer_correct {
+            "right".to_string()
+        } else {
+            format!("wrong, the answer is {}", problem.answer())
+        };
+        out.push_str(&format!(
+            "{} → {}   [{verdict}]\n",
+            problem.question(),
+            text.trim()
+        ));
+    }
+    if n > 0 {
+        out.push('\n');
+    }
+    out
+}
+
 fn dump_lines(row: &EvalRow, problems: &[Problem], scored: &[(String, Score)]) -> String {
     let mut out = String::new();
     for (problem, (text, score)) in problems.iter().zip(scored) {

@@ -106,6 +106,9 @@ pub struct EvalArgs {
     /// Write a PNG plot of accuracy against steps per block here.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Print the first N questions with the served default's answers and whether they are right.
+    #[arg(long, default_value_t = 0)]
+    pub show: usize,
     /// Write every completion with its score as JSONL here (one line per problem and setting).
     #[arg(long)]
     pub dump: Option<PathBuf>,

@@ -1,11 +1,16 @@
 //! The HTTP accept loop: hyper's connection builder driven directly (as `axum::serve` does),
 //! plus what `axum::serve` cannot set: a header-read timeout, which in hyper also bounds how
 //! long a kept-alive connection may sit idle before its next request, so a client that never
-//! finishes its request head cannot hold a connection forever. Sets `TCP_NODELAY` and shuts
-//! down gracefully (every connection finishes its request in flight).
+//! finishes its request head cannot hold a connection forever. Sets `TCP_NODELAY`, caps open
+//! connections (past the cap a new one gets an immediate 503 with `Retry-After` instead of the
+//! process running out of file descriptors, where `accept` fails and clients see resets), and
+//! shuts down gracefully (every connection finishes its request in flight).
 
 use std::future::Future;
 use std::time::Duration;
+
+use prometheus::{IntCounter, IntGauge};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -31,11 +36,72 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// File descriptors kept for everything but client connections (model files, the engine's
+/// pipes, gRPC, admin jobs, logs).
+pub const RESERVED_FDS: u64 = 512;
+
+/// Raises the soft open-file limit to the hard one (as Go's runtime and nginx do; the soft
+/// default is often 1024) and returns the limit now in force.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return Ok(hard);
+    }
+    Ok(soft)
+}
+
+/// Connections to allow when `--max-connections` is not set: the open-file limit less
+/// [`RESERVED_FDS`], at least 64.
+pub fn default_max_connections(open_file_limit: u64) -> usize {
+    open_file_limit.saturating_sub(RESERVED_FDS).max(64) as usize
+}
+
+/// The cap on open client connections and its metrics.
+pub struct ConnectionLimit {
+    /// Most connections served at once.
+    pub max: usize,
+    /// Connections open now.
+    pub open: IntGauge,
+    /// Connections answered 503 because `max` were open.
+    pub refused: IntCounter,
+}
+
+/// The answer to a connection past the cap: HTTP/1.1 503, OpenAI error JSON, `Retry-After`.
+fn refusal() -> Vec<u8> {
+    let body = r#"{"error":{"message":"too many open connections; retry shortly","type":"server_overloaded","param":null,"code":"too_many_connections"}}"#;
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Answers `tcp` with [`refusal`], then lets the client's request drain briefly before closing
+/// (closing with unread bytes would reset the connection and could lose the answer).
+async fn refuse(mut tcp: tokio::net::TcpStream) {
+    let _ = tcp.write_all(&refusal()).await;
+    let _ = tcp.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drain = async { while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
+}
+
+/// Decrements the open-connection gauge when its connection ends.
+struct OpenConnection(IntGauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then waits for open connections.
 pub async fn serve_connections(
     listener: TcpListener,
     router: Router,
     header_read_timeout: Duration,
+    limit: ConnectionLimit,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -57,6 +123,13 @@ pub async fn serve_connections(
                         continue;
                     }
                 };
+                if limit.open.get() >= limit.max as i64 {
+                    limit.refused.inc();
+                    tokio::spawn(refuse(tcp));
+                    continue;
+                }
+                limit.open.inc();
+                let open = OpenConnection(limit.open.clone());
                 // Blocks are small writes: without TCP_NODELAY, Nagle + delayed ACK hold each
                 // one ~40 ms.
                 if let Err(e) = tcp.set_nodelay(true) {
@@ -68,6 +141,7 @@ pub async fn serve_connections(
                     .into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
+                    let _open = open;
                     if let Err(e) = connection.await {
                         tracing::debug!(error = %e, "connection closed with an error");
                     }
@@ -78,4 +152,34 @@ pub async fn serve_connections(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_default_to_the_file_limit_less_a_reserve() {
+        assert_eq!(default_max_connections(20_000), 19_488);
+        assert_eq!(default_max_connections(1024), 512);
+        assert_eq!(default_max_connections(100), 64);
+    }
+
+    #[test]
+    fn the_refusal_is_a_complete_503_with_retry_after_and_error_json() {
+        let text = String::from_utf8(refusal()).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "));
+        assert!(head.contains("Retry-After: 1"));
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"]["code"], "too_many_connections");
+    }
+
+    #[test]
+    fn the_open_file_limit_is_raised_to_the_hard_limit() {
+        use nix::sys::resource::{getrlimit, Resource};
+        let limit = raise_open_file_limit().unwrap();
+        assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap(), (limit, limit));
+    }
 }

@@ -63,6 +63,8 @@ pub struct AppState {
     pub header_read_timeout: Duration,
     /// How long a request body may take once its head has arrived (then 408).
     pub body_read_timeout: Duration,
+    /// Most client connections open at once (past it, an immediate 503).
+    pub max_connections: usize,
 }
 
 impl AppState {
@@ -205,7 +207,13 @@ pub async fn serve(
         }
     };
     let header_read_timeout = state.header_read_timeout;
-    listener::serve_connections(listener, router(state), header_read_timeout, shutdown).await;
+    let limit = listener::ConnectionLimit {
+        max: state.max_connections,
+        open: state.metrics.http_connections.clone(),
+        refused: state.metrics.http_connections_refused.clone(),
+    };
+    let app = router(state);
+    listener::serve_connections(listener, app, header_read_timeout, limit, shutdown).await;
     Ok(())
 }
 
