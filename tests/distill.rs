@@ -281,14 +281,14 @@ fn ten_step_distill_cli_run_writes_an_evaluated_few_step_student() {
         String::from_utf8_lossy(&status.stderr)
     );
     let (student, _) = load(&out);
-    // Served with its most accurate evaluated setting at ≥ 3 tokens per forward (else its
-    // fastest), as its eval.json measured.
+    // Served with the evaluated setting at ≥ 2 tokens per forward with the most right answers
+    // per forward (else its fastest), as its eval.json measured.
     let eval: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
     let rows: Vec<t3d::train::eval::EvalRow> =
         serde_json::from_value(eval["rows"].clone()).unwrap();
     assert_eq!(rows.len(), 3 + 5, "S = 1, 2, 4 and five thresholds");
-    let best = t3d::train::frontier::recommend(&rows, 3.0).unwrap();
+    let best = t3d::train::frontier::recommend(&rows, 2.0).unwrap();
     assert_eq!(
         t3d::engine::recommended::recommended(&student.config).unwrap(),
         best.denoise()

@@ -90,8 +90,9 @@ pub struct DistillConfig {
     pub log_every: u64,
     /// Steps per block the student is served with when it is not evaluated (`eval_n` 0).
     pub serve_steps_per_block: usize,
-    /// The student is served with its most accurate evaluated setting at least this many tokens
-    /// per forward fast (else its fastest), written to its config as `t3d_decoding`.
+    /// The student is served with the evaluated setting at least this many tokens per forward
+    /// fast that gives the most right answers per forward (accuracy × tokens per forward; else
+    /// its fastest), written to its config as `t3d_decoding`.
     pub serve_min_tokens_per_forward: f64,
     /// Held-out problems scored at the end (0 = no evaluation).
     pub eval_n: usize,
@@ -126,7 +127,7 @@ impl Default for DistillConfig {
             save_every: 100,
             log_every: 10,
             serve_steps_per_block: 1,
-            serve_min_tokens_per_forward: 3.0,
+            serve_min_tokens_per_forward: 2.0,
             eval_n: 1000,
             eval_steps: vec![1, 2, 4],
             eval_thresholds: vec![0.5, 0.7, 0.8, 0.9, 0.95],

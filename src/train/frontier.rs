@@ -1,6 +1,7 @@
 //! The accuracy / tokens-per-forward frontier of evaluated decoding settings (pure): which
 //! settings are Pareto-optimal, whether one model's frontier dominates another's over a range of
-//! speeds, the setting a checkpoint should be served with, and seeds pooled into one curve.
+//! speeds, the setting a checkpoint should be served with (the most right answers per forward),
+//! and seeds pooled into one curve.
 
 use super::eval::EvalRow;
 
@@ -67,13 +68,15 @@ pub fn dominates_over(a: &[Point], b: &[Point], lo: f64, hi: f64) -> Result<(), 
     Ok(())
 }
 
-/// The setting to serve: the most accurate at least `min_tokens_per_forward` fast, else the
-/// fastest.
+/// The setting to serve: among those at least `min_tokens_per_forward` fast, the one with the
+/// most right answers per forward (accuracy × tokens per forward: what a user buys per unit of
+/// compute), else the fastest.
 pub fn recommend(rows: &[EvalRow], min_tokens_per_forward: f64) -> Option<&EvalRow> {
+    let yield_of = |r: &EvalRow| r.answer_accuracy * r.tokens_per_forward;
     let fast_enough = rows
         .iter()
         .filter(|r| r.tokens_per_forward >= min_tokens_per_forward)
-        .max_by(|a, b| a.answer_accuracy.total_cmp(&b.answer_accuracy));
+        .max_by(|a, b| yield_of(a).total_cmp(&yield_of(b)));
     fast_enough.or_else(|| {
         rows.iter()
             .max_by(|a, b| a.tokens_per_forward.total_cmp(&b.tokens_per_forward))
