@@ -16,4 +16,4 @@ for model in arith-teacher arith-student; do
 done
 evals=(--eval "teacher=$out/arith-teacher.json" --eval "t3d student=$out/arith-student.json")
 for extra in "$@"; do evals+=(--eval "$extra"); done
-$bin compare "${evals[@]}" --frontier docs/frontier.png | tee "$out/table.md"
+$bin compare "${evals[@]}" --baseline teacher --frontier docs/frontier.png | tee "$out/table.md"

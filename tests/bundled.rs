@@ -74,11 +74,26 @@ fn eval_on_the_committed_teacher_writes_table_json_and_plot() {
 }
 
 #[test]
-fn generate_defaults_to_the_student_at_one_step_per_block() {
-    assert!(Path::new(env!("CARGO_MANIFEST_DIR"))
+fn generate_defaults_to_the_students_recommended_decoding() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(STUDENT)
-        .join("config.json")
-        .exists());
+        .join("config.json");
+    let config = t3d::model::SdarConfig::from_file(&config).unwrap();
+    let served = t3d::engine::recommended::recommended(&config).unwrap();
+    let policy = match t3d::train::eval::threshold_of(&served) {
+        Some(t) => format!(
+            "{} {t}",
+            serde_json::to_value(served.remasking)
+                .unwrap()
+                .as_str()
+                .unwrap()
+        ),
+        None => serde_json::to_value(served.remasking)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string(),
+    };
     let out = t3d(&[
         "generate",
         "--chat",
@@ -91,7 +106,8 @@ fn generate_defaults_to_the_student_at_one_step_per_block() {
     ]);
     let text = stdout_of(&out);
     let stats = String::from_utf8_lossy(&out.stderr);
-    assert!(stats.contains("b=4 S=1 "), "{stats}");
+    let expected = format!("b=4 S={} {policy} ", served.steps_per_block);
+    assert!(stats.contains(&expected), "{stats} lacks {expected}");
     let answer = text.trim().rsplit('#').next().unwrap();
     assert!(
         !answer.is_empty() && answer.chars().all(|c| c.is_ascii_digit()),

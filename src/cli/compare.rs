@@ -6,7 +6,9 @@ use anyhow::Context;
 
 use super::args::CompareArgs;
 use crate::train::eval::EvalRow;
-use crate::train::frontier::{pareto_optimal, pool, Point, Pooled};
+use crate::train::frontier::{
+    best_at_least, dominates_over, pareto_optimal, pool, Point, Pooled,
+};
 use crate::train::plot::{accuracy_vs_steps, frontier, FrontierSeries, Series};
 
 /// `t3d compare`: the static table, the frontier table, and with `--plot` / `--frontier` their
@@ -27,6 +29,9 @@ pub fn run_compare(args: &CompareArgs) -> anyhow::Result<()> {
     print!("{}", comparison_table(&models));
     let pooled = pooled_by_label(&models);
     print!("\n{}", frontier_table(&pooled));
+    if let Some(baseline) = &args.baseline {
+        print!("\n{}", domination_report(&pooled, baseline)?);
+    }
     if let Some(path) = &args.frontier {
         frontier(
             path,
@@ -90,6 +95,33 @@ pub fn comparison_table(models: &[(String, Vec<EvalRow>)]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// One line per model: whether its frontier dominates `baseline`'s from 1 to 4 tokens per
+/// forward, else the first speed where it does not.
+fn domination_report(pooled: &[(String, Vec<Pooled>)], baseline: &str) -> anyhow::Result<String> {
+    let points = |settings: &[Pooled]| settings.iter().map(|p| p.point).collect::<Vec<_>>();
+    let base = pooled
+        .iter()
+        .find(|(label, _)| label == baseline)
+        .map(|(_, settings)| points(settings))
+        .with_context(|| format!("--baseline {baseline}: no --eval has that label"))?;
+    let mut out = String::new();
+    for (label, settings) in pooled.iter().filter(|(l, _)| l != baseline) {
+        let ours = points(settings);
+        let verdict = match dominates_over(&ours, &base, 1.0, 4.0) {
+            Ok(()) => "dominates it".to_string(),
+            Err(level) => format!(
+                "does not dominate it: at ≥ {level:.2} tokens/forward its best is {:.1}%, {baseline}'s {:.1}%",
+                100.0 * best_at_least(&ours, level).unwrap_or(0.0),
+                100.0 * best_at_least(&base, level).unwrap_or(0.0)
+            ),
+        };
+        out.push_str(&format!(
+            "{label} against {baseline}, 1 to 4 tokens/forward: {verdict}\n"
+        ));
+    }
+    Ok(out)
 }
 
 /// Every label's runs pooled setting by setting, labels in first-seen order.

@@ -214,4 +214,8 @@ pub struct CompareArgs {
     /// Write the PNG frontier plot (accuracy against tokens per forward, Pareto points filled).
     #[arg(long)]
     pub frontier: Option<PathBuf>,
+    /// Say whether each other model's frontier dominates this label's from 1 to 4 tokens per
+    /// forward (at every speed, at least as accurate).
+    #[arg(long)]
+    pub baseline: Option<String>,
 }

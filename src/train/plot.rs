@@ -7,6 +7,8 @@ use std::path::Path;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
+use super::frontier::{pareto_optimal, Point};
+
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
 /// One line of the plot: a label and (steps per block, accuracy in %) points.
@@ -68,8 +70,8 @@ pub struct FrontierSeries {
     pub points: Vec<(f64, f64, f64, bool)>,
 }
 
-/// Draws answer accuracy (%) against tokens per forward, one curve per model (settings joined
-/// in order of speed), ±1 standard error bars, Pareto-optimal settings as filled dots.
+/// Draws answer accuracy (%) against tokens per forward: every setting as a dot with ±1 standard
+/// error bars, filled where no model's setting beats it; a line per model along its own frontier.
 pub fn frontier(path: &Path, title: &str, series: &[FrontierSeries]) -> anyhow::Result<()> {
     let _ = register_font("sans-serif", FontStyle::Normal, FONT);
     let root = BitMapBackend::new(path, (800, 520)).into_drawing_area();
@@ -91,7 +93,21 @@ pub fn frontier(path: &Path, title: &str, series: &[FrontierSeries]) -> anyhow::
         .draw()?;
     for (i, s) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let mut line: Vec<(f64, f64)> = s.points.iter().map(|p| (p.0, p.1)).collect();
+        // The line is the model's own frontier: its settings no other of its settings beats.
+        let own: Vec<Point> = s
+            .points
+            .iter()
+            .map(|p| Point {
+                tokens_per_forward: p.0,
+                accuracy: p.1,
+            })
+            .collect();
+        let mut line: Vec<(f64, f64)> = own
+            .iter()
+            .zip(pareto_optimal(&own))
+            .filter(|(_, keep)| *keep)
+            .map(|(p, _)| (p.tokens_per_forward, p.accuracy))
+            .collect();
         line.sort_by(|a, b| a.0.total_cmp(&b.0));
         chart
             .draw_series(LineSeries::new(line, color.stroke_width(2)))?
