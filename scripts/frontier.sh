@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The accuracy / tokens-per-forward frontier of the committed teacher and student (and of any
-# extra LABEL=eval.json given as arguments, e.g. other seeds or baselines): every static S and
-# confidence threshold on the 1000 held-out problems, then the table and plot of docs/results.md.
+# extra LABEL=eval.json given as arguments, e.g. other seeds or baselines): every static S,
+# confidence threshold and three entropy bounds on the 1000 held-out problems, then the table
+# and plot of docs/results.md.
 # Logs and JSON: runs/frontier/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,7 @@ cargo build --release --bin t3d
 bin=./target/release/t3d
 out=runs/frontier
 mkdir -p "$out" docs
-sweep=(--steps 1,2,4 --thresholds 0.5,0.7,0.8,0.9,0.95,0.99)
+sweep=(--steps 1,2,4 --thresholds 0.5,0.7,0.8,0.9,0.95,0.99 --entropy-bounds 0.1,0.35,1.0)
 for model in arith-teacher arith-student; do
   [[ -f "$out/$model.json" ]] || $bin eval --model "models/$model" "${sweep[@]}" \
     --json "$out/$model.json" > "$out/$model.md" 2> "$out/$model.log"
