@@ -287,7 +287,6 @@ fn ten_step_distill_cli_run_writes_an_evaluated_few_step_student() {
         serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
     let rows: Vec<t3d::train::eval::EvalRow> =
         serde_json::from_value(eval["rows"].clone()).unwrap();
-    assert_eq!(rows.len(), 3 + 5, "S = 1, 2, 4 and five thresholds");
     let best = t3d::train::frontier::recommend(&rows, 2.0).unwrap();
     assert_eq!(
         t3d::engine::recommended::recommended(&student.config).unwrap(),
@@ -301,15 +300,11 @@ fn ten_step_distill_cli_run_writes_an_evaluated_few_step_student() {
             "{name} changed on the way"
         );
     }
-    let eval: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
-    let steps: Vec<u64> = eval["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["steps_per_block"].as_u64().unwrap())
-        .collect();
-    assert_eq!(steps, vec![1, 2, 4]);
+    let decodings: Vec<String> = rows.iter().map(|r| r.decoding()).collect();
+    assert_eq!(
+        decodings,
+        ["S=1", "S=2", "S=4", "τ=0.5", "τ=0.7", "τ=0.8", "τ=0.9", "τ=0.95"]
+    );
     let trajs = read_trajectories(&dir.path().join("run/trajectories.jsonl"), 104).unwrap();
     assert_eq!(trajs.len(), 32);
     let log = std::fs::read_to_string(dir.path().join("run/distill_log.jsonl")).unwrap();

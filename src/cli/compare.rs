@@ -6,9 +6,7 @@ use anyhow::Context;
 
 use super::args::CompareArgs;
 use crate::train::eval::EvalRow;
-use crate::train::frontier::{
-    best_at_least, dominates_over, pareto_optimal, pool, Point, Pooled,
-};
+use crate::train::frontier::{best_at_least, dominates_over, pareto_optimal, pool, Point, Pooled};
 use crate::train::plot::{accuracy_vs_steps, frontier, FrontierSeries, Series};
 
 /// `t3d compare`: the static table, the frontier table, and with `--plot` / `--frontier` their
