@@ -5,11 +5,10 @@
 use tokio::sync::mpsc::unbounded_channel;
 
 use crate::engine::request::{collect_text, EngineRequest};
-use crate::engine::GenerationParams;
 use crate::model::SdarConfig;
 use crate::server::served::ServedModel;
 use crate::train::data::prompt_ids;
-use crate::train::eval::{max_completion_tokens, task_of};
+use crate::train::eval::{eval_params, max_completion_tokens, task_of};
 use crate::train::task::{check, test_set};
 
 /// Requests in flight at once (well under any queue limit).
@@ -21,11 +20,11 @@ pub async fn held_out_accuracy(model: &ServedModel, n: usize) -> Result<f64, Str
         SdarConfig::from_file(&model.path.join("config.json")).map_err(|e| e.to_string())?;
     let task = task_of(&config).map_err(|e| format!("{e:#}"))?;
     let problems = test_set(&task, n);
-    let mut params = GenerationParams::default();
-    params.denoise = model.limits.decoding.clone();
-    params.sampling.temperature = 0.0;
-    params.sampling.seed = Some(0);
-    params.stop.max_tokens = max_completion_tokens(&task);
+    let params = eval_params(
+        model.limits.decoding.clone(),
+        0.0,
+        max_completion_tokens(&task),
+    );
     params.validate()?;
     let mut correct = 0usize;
     for chunk in problems.chunks(WINDOW) {

@@ -17,11 +17,11 @@ use crate::distill::rollout::{
 };
 use crate::distill::trainer::{distill, save_student, DistillOptions, DistillReport};
 use crate::engine::recommended::set_recommended;
-use crate::engine::{GenerationParams, Remasking};
+use crate::engine::Remasking;
 use crate::model::checkpoint::{self, LoadedModel};
 use crate::model::TextTokenizer;
 use crate::train::eval::{
-    evaluate, format_table, max_completion_tokens, settings, task_of, EvalRow,
+    eval_params, evaluate, format_table, max_completion_tokens, settings, task_of, EvalRow,
 };
 use crate::train::frontier::recommend;
 use crate::train::task::{test_set, ArithConfig, ProblemStream, Split};
@@ -214,11 +214,7 @@ fn evaluate_student(
         &[],
     );
     for denoise in all {
-        let mut params = GenerationParams::default();
-        params.denoise = denoise;
-        params.sampling.temperature = 0.0;
-        params.sampling.seed = Some(0);
-        params.stop.max_tokens = max_completion_tokens(&teacher.task);
+        let params = eval_params(denoise, 0.0, max_completion_tokens(&teacher.task));
         params.validate().map_err(anyhow::Error::msg)?;
         let (row, _) = evaluate(&student.model, &teacher.tokenizer, &problems, &params, 64)?;
         rows.push(row);

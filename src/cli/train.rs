@@ -5,12 +5,12 @@ use anyhow::Context;
 use super::args::{DatasetArgs, EvalArgs, TrainArgs};
 use super::common::{model_dir, setup_device};
 use crate::engine::recommended::{recommended, Recommendation};
-use crate::engine::{DenoiseParams, GenerationParams};
+use crate::engine::DenoiseParams;
 use crate::model::checkpoint;
 use crate::model::TextTokenizer;
 use crate::train::config::TrainConfig;
 use crate::train::eval::{
-    evaluate, format_table, max_completion_tokens, settings, task_of, EvalRow,
+    eval_params, evaluate, format_table, max_completion_tokens, settings, task_of, EvalRow,
 };
 use crate::train::plot::{accuracy_vs_steps, Series};
 use crate::train::task::{
@@ -75,7 +75,7 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut dump = String::new();
     for denoise in eval_settings(args, &served) {
-        let params = eval_params(args, denoise, max_completion_tokens(&task));
+        let params = eval_params(denoise, args.temperature, max_completion_tokens(&task));
         params.validate().map_err(anyhow::Error::msg)?;
         let (row, scored) = evaluate(
             &loaded.model,
@@ -142,15 +142,6 @@ fn eval_settings(args: &EvalArgs, served: &DenoiseParams) -> Vec<DenoiseParams> 
         all.push(served.clone());
     }
     all
-}
-
-fn eval_params(args: &EvalArgs, denoise: DenoiseParams, max_tokens: usize) -> GenerationParams {
-    let mut params = GenerationParams::default();
-    params.denoise = denoise;
-    params.sampling.temperature = args.temperature;
-    params.sampling.seed = Some(0);
-    params.stop.max_tokens = max_tokens;
-    params
 }
 
 /// `t3d dataset`: writes problems of one split as JSONL.

@@ -185,7 +185,8 @@ impl DistillConfig {
             return Err("block_size must be a power of two".into());
         }
         if !self.eval_thresholds.iter().all(|t| (0.0..=1.0).contains(t))
-            || !(self.serve_min_tokens_per_forward >= 0.0)
+            || self.serve_min_tokens_per_forward.is_nan()
+            || self.serve_min_tokens_per_forward < 0.0
         {
             return Err(
                 "eval_thresholds must be in [0, 1] and serve_min_tokens_per_forward ≥ 0".into(),

@@ -83,7 +83,7 @@ pub fn set_recommended(config: &mut SdarConfig, d: &DenoiseParams) {
 mod tests {
     use super::*;
 
-    fn config(extra: serde_json::Value) -> SdarConfig {
+    fn config(extra: &serde_json::Value) -> SdarConfig {
         let mut cfg = SdarConfig::tiny(64);
         cfg.extra = extra.as_object().unwrap().clone();
         cfg
@@ -91,18 +91,18 @@ mod tests {
 
     #[test]
     fn falls_back_to_steps_per_block_then_full_step() {
-        let plain = recommended(&config(serde_json::json!({}))).unwrap();
+        let plain = recommended(&config(&serde_json::json!({}))).unwrap();
         assert_eq!(
             (plain.remasking, plain.steps_per_block),
             (Remasking::LowConfidenceStatic, 4)
         );
-        let old = recommended(&config(serde_json::json!({"t3d_steps_per_block": 1}))).unwrap();
+        let old = recommended(&config(&serde_json::json!({"t3d_steps_per_block": 1}))).unwrap();
         assert_eq!(old.steps_per_block, 1);
     }
 
     #[test]
     fn reads_a_threshold_policy_and_round_trips_it() {
-        let cfg = config(serde_json::json!({"t3d_decoding": {
+        let cfg = config(&serde_json::json!({"t3d_decoding": {
             "remasking": "low_confidence_dynamic", "steps_per_block": 4, "confidence_threshold": 0.7}}));
         let d = recommended(&cfg).unwrap();
         assert_eq!(d.remasking, Remasking::LowConfidenceDynamic);
@@ -125,10 +125,10 @@ mod tests {
 
     #[test]
     fn rejects_a_bad_recommendation() {
-        let bad_steps = config(serde_json::json!({"t3d_decoding": {
+        let bad_steps = config(&serde_json::json!({"t3d_decoding": {
             "remasking": "low_confidence_static", "steps_per_block": 9}}));
         assert!(recommended(&bad_steps).unwrap_err().contains("1..=4"));
-        let bad_name = config(serde_json::json!({"t3d_decoding": {
+        let bad_name = config(&serde_json::json!({"t3d_decoding": {
             "remasking": "fastest", "steps_per_block": 1}}));
         assert!(recommended(&bad_name).unwrap_err().contains("t3d_decoding"));
     }

@@ -120,6 +120,23 @@ pub fn settings(
     fixed.chain(dynamic).chain(bounded).collect()
 }
 
+/// The parameters of an evaluation decode: `denoise`, seeded sampling at `temperature` (0 is
+/// greedy), at most `max_tokens`.
+pub fn eval_params(
+    denoise: DenoiseParams,
+    temperature: f64,
+    max_tokens: usize,
+) -> GenerationParams {
+    let mut params = GenerationParams {
+        denoise,
+        ..GenerationParams::default()
+    };
+    params.sampling.temperature = temperature;
+    params.sampling.seed = Some(0);
+    params.stop.max_tokens = max_tokens;
+    params
+}
+
 /// The task a checkpoint was trained on (`t3d_task` in its config), else the default one.
 pub fn task_of(config: &SdarConfig) -> anyhow::Result<ArithConfig> {
     match config.extra.get("t3d_task") {
