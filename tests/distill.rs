@@ -303,7 +303,10 @@ fn ten_step_distill_cli_run_writes_an_evaluated_few_step_student() {
     let decodings: Vec<String> = rows.iter().map(|r| r.decoding()).collect();
     assert_eq!(
         decodings,
-        ["S=1", "S=2", "S=4", "τ=0.5", "τ=0.7", "τ=0.8", "τ=0.9", "τ=0.95"]
+        [
+            "S=1", "S=2", "S=4", "τ=0.5", "τ=0.7", "τ=0.8", "τ=0.9", "τ=0.95", "H≤0.1", "H≤0.35",
+            "H≤1"
+        ]
     );
     let trajs = read_trajectories(&dir.path().join("run/trajectories.jsonl"), 104).unwrap();
     assert_eq!(trajs.len(), 32);

@@ -211,7 +211,7 @@ fn evaluate_student(
         &cfg.eval_steps,
         Remasking::LowConfidenceStatic,
         &cfg.eval_thresholds,
-        &[],
+        &cfg.eval_entropy_bounds,
     );
     for denoise in all {
         let params = eval_params(denoise, 0.0, max_completion_tokens(&teacher.task));

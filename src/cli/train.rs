@@ -4,14 +4,17 @@ use anyhow::Context;
 
 use super::args::{DatasetArgs, EvalArgs, TrainArgs};
 use super::common::{model_dir, setup_device};
-use crate::engine::recommended::{recommended, Recommendation};
+use crate::distill::config::DistillConfig;
+use crate::engine::recommended::{recommended, set_recommended, Recommendation};
 use crate::engine::DenoiseParams;
 use crate::model::checkpoint;
+use crate::model::SdarConfig;
 use crate::model::TextTokenizer;
 use crate::train::config::TrainConfig;
 use crate::train::eval::{
     eval_params, evaluate, format_table, max_completion_tokens, settings, task_of, EvalRow,
 };
+use crate::train::frontier::recommend;
 use crate::train::plot::{accuracy_vs_steps, Series};
 use crate::train::task::{
     test_set, ArithConfig, Problem, ProblemRecord, ProblemStream, Score, Split,
@@ -101,6 +104,9 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         rows.push(row);
     }
     print!("{}", format_table(&rows));
+    if args.recommend {
+        write_recommendation(&dir, &rows)?;
+    }
     if let Some(path) = &args.json {
         let record = serde_json::json!({"model": dir, "task": task, "remasking": args.remasking,
             "temperature": args.temperature, "served_default": Recommendation::of(&served),
@@ -126,6 +132,24 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
             &[series],
         )?;
     }
+    Ok(())
+}
+
+/// Writes the setting [`recommend`] picks from `rows` into `dir/config.json` (atomically).
+fn write_recommendation(dir: &std::path::Path, rows: &[EvalRow]) -> anyhow::Result<()> {
+    let best = recommend(rows, DistillConfig::default().serve_min_tokens_per_forward)
+        .context("--recommend: nothing was evaluated")?;
+    let path = dir.join("config.json");
+    let mut config = SdarConfig::from_file(&path)?;
+    set_recommended(&mut config, &best.denoise());
+    crate::admin::jobs::write_atomic(&path, &serde_json::to_vec_pretty(&config)?)?;
+    eprintln!(
+        "[t3d] recommended decoding {} ({:.1}% at {:.2} tokens/forward) written to {}",
+        best.decoding(),
+        100.0 * best.answer_accuracy,
+        best.tokens_per_forward,
+        path.display()
+    );
     Ok(())
 }
 

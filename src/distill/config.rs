@@ -100,6 +100,8 @@ pub struct DistillConfig {
     pub eval_steps: Vec<usize>,
     /// Confidence thresholds (`low_confidence_dynamic`, up to `b` steps) evaluated at the end.
     pub eval_thresholds: Vec<f64>,
+    /// Entropy bounds (`entropy_bounded`, up to `b` steps) evaluated at the end.
+    pub eval_entropy_bounds: Vec<f64>,
 }
 
 impl Default for DistillConfig {
@@ -131,6 +133,7 @@ impl Default for DistillConfig {
             eval_n: 1000,
             eval_steps: vec![1, 2, 4],
             eval_thresholds: vec![0.5, 0.7, 0.8, 0.9, 0.95],
+            eval_entropy_bounds: vec![0.1, 0.35, 1.0],
         }
     }
 }
