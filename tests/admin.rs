@@ -40,7 +40,11 @@ fn a_job_runs_to_success_and_its_student_is_hot_swapped_under_streaming_load() {
     assert_eq!(job["state"], "succeeded", "{job:#}");
     assert_eq!(job["progress"]["step"], 6);
     assert!(job["losses"]["loss"].as_f64().unwrap().is_finite());
-    assert_eq!(job["eval"].as_array().unwrap().len(), 3);
+    assert_eq!(job["eval"].as_array().unwrap().len(), 4);
+    assert!(job["eval_table"]
+        .as_str()
+        .unwrap()
+        .contains("| 4 | H≤0.35 |"));
     assert!(job["eval_table"].as_str().unwrap().contains("| 4 | S=1 |"));
     assert!(job["eval_table"]
         .as_str()

@@ -159,7 +159,7 @@ pub fn body_json(response: &str) -> Value {
 pub fn tiny_job(steps: u64) -> Value {
     json!({"teacher": "arith-teacher", "prompts": {"count": 32},
            "settings": {"steps": steps, "batch_size": 8, "eval_n": 16, "eval_steps": [1, 4],
-                        "eval_thresholds": [0.9],
+                        "eval_thresholds": [0.9], "eval_entropy_bounds": [0.35],
                         "save_every": 2, "log_every": 1}})
 }
 
