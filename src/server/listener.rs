@@ -77,13 +77,25 @@ fn refusal() -> Vec<u8> {
     .into_bytes()
 }
 
-/// Answers `tcp` with [`refusal`], then lets the client's request drain briefly before closing
-/// (closing with unread bytes would reset the connection and could lose the answer).
+/// Answers `tcp` with [`refusal`] once its request head has arrived (an HTTP client treats an
+/// answer before its request as a broken connection), then lets the rest of the request drain
+/// briefly before closing (closing with unread bytes would reset the connection and could lose
+/// the answer).
 async fn refuse(mut tcp: tokio::net::TcpStream) {
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head = async {
+        while let Ok(n @ 1..) = tcp.read(&mut chunk).await {
+            seen.extend_from_slice(&chunk[..n]);
+            if seen.windows(4).any(|w| w == b"\r\n\r\n") || seen.len() > 64 * 1024 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), head).await;
     let _ = tcp.write_all(&refusal()).await;
     let _ = tcp.shutdown().await;
-    let mut sink = [0u8; 4096];
-    let drain = async { while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let drain = async { while matches!(tcp.read(&mut chunk).await, Ok(n) if n > 0) {} };
     let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
 }
 
