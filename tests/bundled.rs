@@ -80,20 +80,6 @@ fn generate_defaults_to_the_students_recommended_decoding() {
         .join("config.json");
     let config = t3d::model::SdarConfig::from_file(&config).unwrap();
     let served = t3d::engine::recommended::recommended(&config).unwrap();
-    let policy = match t3d::train::eval::threshold_of(&served) {
-        Some(t) => format!(
-            "{} {t}",
-            serde_json::to_value(served.remasking)
-                .unwrap()
-                .as_str()
-                .unwrap()
-        ),
-        None => serde_json::to_value(served.remasking)
-            .unwrap()
-            .as_str()
-            .unwrap()
-            .to_string(),
-    };
     let out = t3d(&[
         "generate",
         "--chat",
@@ -106,7 +92,7 @@ fn generate_defaults_to_the_students_recommended_decoding() {
     ]);
     let text = stdout_of(&out);
     let stats = String::from_utf8_lossy(&out.stderr);
-    let expected = format!("b=4 S={} {policy} ", served.steps_per_block);
+    let expected = format!("b=4 S={} {} ", served.steps_per_block, served.policy());
     assert!(stats.contains(&expected), "{stats} lacks {expected}");
     let answer = text.trim().rsplit('#').next().unwrap();
     assert!(

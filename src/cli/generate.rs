@@ -67,28 +67,17 @@ fn prompt_ids(args: &GenerateArgs, tokenizer: &TextTokenizer) -> anyhow::Result<
 /// The one stats line of `generate`, on stderr.
 fn print_stats(params: &GenerationParams, out: &Generation, forwards: u64, seconds: f64) {
     let d = &params.denoise;
-    let policy = match crate::train::eval::threshold_of(d) {
-        Some(t) => format!("{} {t}", remasking_name(d.remasking)),
-        None => remasking_name(d.remasking),
-    };
     eprintln!(
-        "[t3d] b={} S={} {policy} tokens={} forwards={} tokens/forward={:.2} tokens/s={:.1} finish={}",
+        "[t3d] b={} S={} {} tokens={} forwards={} tokens/forward={:.2} tokens/s={:.1} finish={}",
         d.block_size,
         d.steps_per_block,
+        d.policy(),
         out.tokens.len(),
         forwards,
         out.tokens.len() as f64 / forwards.max(1) as f64,
         out.tokens.len() as f64 / seconds,
         out.finish_reason.as_str()
     );
-}
-
-/// The policy's name as config files and requests spell it.
-fn remasking_name(r: crate::engine::Remasking) -> String {
-    serde_json::to_value(r)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 /// `t3d init`: writes a random-init SDAR checkpoint with a byte-level tokenizer.

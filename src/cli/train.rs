@@ -4,7 +4,6 @@ use anyhow::Context;
 
 use super::args::{DatasetArgs, EvalArgs, TrainArgs};
 use super::common::{model_dir, setup_device};
-use crate::distill::config::DistillConfig;
 use crate::engine::recommended::{recommended, set_recommended, Recommendation};
 use crate::engine::DenoiseParams;
 use crate::model::checkpoint;
@@ -14,7 +13,7 @@ use crate::train::config::TrainConfig;
 use crate::train::eval::{
     eval_params, evaluate, format_table, max_completion_tokens, settings, task_of, EvalRow,
 };
-use crate::train::frontier::recommend;
+use crate::train::frontier::{recommend, DEFAULT_MIN_TOKENS_PER_FORWARD};
 use crate::train::plot::{accuracy_vs_steps, Series};
 use crate::train::task::{
     test_set, ArithConfig, Problem, ProblemRecord, ProblemStream, Score, Split,
@@ -137,7 +136,7 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
 
 /// Writes the setting [`recommend`] picks from `rows` into `dir/config.json` (atomically).
 fn write_recommendation(dir: &std::path::Path, rows: &[EvalRow]) -> anyhow::Result<()> {
-    let best = recommend(rows, DistillConfig::default().serve_min_tokens_per_forward)
+    let best = recommend(rows, DEFAULT_MIN_TOKENS_PER_FORWARD)
         .context("--recommend: nothing was evaluated")?;
     let path = dir.join("config.json");
     let mut config = SdarConfig::from_file(&path)?;

@@ -129,7 +129,7 @@ impl Default for DistillConfig {
             save_every: 100,
             log_every: 10,
             serve_steps_per_block: 1,
-            serve_min_tokens_per_forward: 2.0,
+            serve_min_tokens_per_forward: crate::train::frontier::DEFAULT_MIN_TOKENS_PER_FORWARD,
             eval_n: 1000,
             eval_steps: vec![1, 2, 4],
             eval_thresholds: vec![0.5, 0.7, 0.8, 0.9, 0.95],

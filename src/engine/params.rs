@@ -17,16 +17,33 @@ pub enum Remasking {
     EntropyBounded,
 }
 
+impl Remasking {
+    /// Every policy.
+    pub const ALL: [Self; 4] = [
+        Self::LowConfidenceStatic,
+        Self::LowConfidenceDynamic,
+        Self::Sequential,
+        Self::EntropyBounded,
+    ];
+
+    /// Its name in requests, flags and config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LowConfidenceStatic => "low_confidence_static",
+            Self::LowConfidenceDynamic => "low_confidence_dynamic",
+            Self::Sequential => "sequential",
+            Self::EntropyBounded => "entropy_bounded",
+        }
+    }
+}
+
 impl std::str::FromStr for Remasking {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "low_confidence_static" => Ok(Self::LowConfidenceStatic),
-            "low_confidence_dynamic" => Ok(Self::LowConfidenceDynamic),
-            "sequential" => Ok(Self::Sequential),
-            "entropy_bounded" => Ok(Self::EntropyBounded),
-            other => Err(format!(
-                "unknown remasking `{other}` (low_confidence_static, low_confidence_dynamic, sequential, entropy_bounded)"
+        match Self::ALL.into_iter().find(|r| r.as_str() == s) {
+            Some(r) => Ok(r),
+            None => Err(format!(
+                "unknown remasking `{s}` (low_confidence_static, low_confidence_dynamic, sequential, entropy_bounded)"
             )),
         }
     }
@@ -69,6 +86,26 @@ pub struct DenoiseParams {
     pub confidence_threshold: f64,
     /// Cumulative-entropy bound of `entropy_bounded`.
     pub entropy_bound: f64,
+}
+
+impl DenoiseParams {
+    /// The threshold its policy reads: the confidence threshold of `low_confidence_dynamic`,
+    /// the entropy bound of `entropy_bounded`, none for the static policies.
+    pub fn threshold(&self) -> Option<f64> {
+        match self.remasking {
+            Remasking::LowConfidenceDynamic => Some(self.confidence_threshold),
+            Remasking::EntropyBounded => Some(self.entropy_bound),
+            _ => None,
+        }
+    }
+
+    /// The policy and the threshold it reads, e.g. `entropy_bounded 1`.
+    pub fn policy(&self) -> String {
+        match self.threshold() {
+            Some(t) => format!("{} {t}", self.remasking.as_str()),
+            None => self.remasking.as_str().to_string(),
+        }
+    }
 }
 
 impl Default for DenoiseParams {

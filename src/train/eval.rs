@@ -78,15 +78,6 @@ impl EvalRow {
     }
 }
 
-/// The threshold a policy reads, if it reads one.
-pub fn threshold_of(d: &DenoiseParams) -> Option<f64> {
-    match d.remasking {
-        Remasking::LowConfidenceDynamic => Some(d.confidence_threshold),
-        Remasking::EntropyBounded => Some(d.entropy_bound),
-        _ => None,
-    }
-}
-
 /// The decoding settings of an evaluation at block size `b`: `static_policy` at each of `steps`,
 /// `low_confidence_dynamic` at each confidence threshold and `entropy_bounded` at each bound
 /// (the threshold policies may take up to `b` steps).
@@ -189,7 +180,7 @@ pub fn evaluate(
         block_size: params.denoise.block_size,
         steps_per_block: params.denoise.steps_per_block,
         remasking: params.denoise.remasking,
-        threshold: threshold_of(&params.denoise),
+        threshold: params.denoise.threshold(),
         n: problems.len(),
         answer_accuracy: correct as f64 / n,
         trace_validity: valid as f64 / n,

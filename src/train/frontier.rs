@@ -68,6 +68,10 @@ pub fn dominates_over(a: &[Point], b: &[Point], lo: f64, hi: f64) -> Result<(), 
     Ok(())
 }
 
+/// The default speed floor of [`recommend`]: at least twice full-step decoding's one token per
+/// forward.
+pub const DEFAULT_MIN_TOKENS_PER_FORWARD: f64 = 2.0;
+
 /// The setting to serve: among those at least `min_tokens_per_forward` fast, the one with the
 /// most right answers per forward (accuracy × tokens per forward: what a user buys per unit of
 /// compute), else the fastest.
