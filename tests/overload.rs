@@ -1,7 +1,8 @@
 //! The server under bad clients and too much load: wrong methods get 405 with the error body,
 //! a body that never finishes gets 408, a head that never finishes and an idle kept-alive
 //! connection are closed, a full queue sheds before the body is read, and the HTTP threads run
-//! at a lower priority than the engine.
+//! at a lower priority than the engine; past the connection cap a request gets 503 and a
+//! connection that sends nothing is closed unanswered.
 
 mod common;
 
@@ -218,4 +219,24 @@ fn metrics_line(port: u16, prefix: &str) -> Option<String> {
     text.lines()
         .find(|l| l.starts_with(prefix))
         .map(str::to_string)
+}
+
+#[test]
+fn silent_connections_are_closed_after_the_header_timeout_in_and_past_the_cap() {
+    let server = start(&["--max-connections", "1", "--header-read-timeout", "1"]);
+    let port = server.port;
+    // Holds the one slot until the header timeout closes it (about a second): a connection
+    // that never sends a byte must not hold a slot forever.
+    let _held = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // An answer before any request would be read by an HTTP client as a broken connection, so
+    // a refused connection that sends nothing gets nothing, and is closed like any idle one.
+    let wait = Duration::from_secs(10);
+    let (answer, seconds, closed) = raw_exchange(port, "", wait, wait);
+    assert!(answer.is_empty() && closed, "{answer:?}");
+    assert!(seconds < 5.0, "closed after {seconds} s");
+    common::wait_until("the held slot was never freed", 10, || {
+        common::http(port, "GET", "/health", "", None).is_some_and(|(s, _)| s == 200)
+    });
+    let refused = metrics_line(port, "t3d_http_connections_refused_total ").unwrap();
+    assert!(!refused.ends_with(" 0"), "{refused}");
 }

@@ -158,6 +158,9 @@ async fn level(
     let after = scrape::scrape(&load.client, &load.target.url).await;
     let slo = Duration::from_secs_f64(load.scenario.slo_ms / 1000.0);
     let mut report = Report::new(name, rate, &samples, wall, slo);
+    for (cause, n) in &report.lost_by_cause {
+        eprintln!("{}: {n} lost: {cause}", report.level);
+    }
     if let (Some(b), Some(a), None) = (before, after, &load.grpc) {
         report.server = Some(scrape::view(b, a, Report::answered_attempts(&samples)));
     }

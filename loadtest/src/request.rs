@@ -38,7 +38,7 @@ pub async fn send(client: &reqwest::Client, target: &Target, path: &str, body: &
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
-                return with_attempts(Sample::failed(start.elapsed(), e.to_string()), attempts)
+                return with_attempts(Sample::failed(start.elapsed(), error_chain(&e)), attempts)
             }
         };
         let status = resp.status().as_u16();
@@ -67,6 +67,19 @@ pub async fn send(client: &reqwest::Client, target: &Target, path: &str, body: &
     }
 }
 
+/// `error` and its causes, outermost first ("error sending request: …: Connection reset by
+/// peer"): reqwest's own message alone does not say what failed.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
+}
+
 fn with_attempts(mut sample: Sample, attempts: u32) -> Sample {
     sample.attempts = attempts;
     sample
@@ -78,7 +91,7 @@ async fn read_whole(resp: reqwest::Response, start: Instant) -> Sample {
             let tokens = body["usage"]["completion_tokens"].as_u64().unwrap_or(0) as usize;
             Sample::ok(start.elapsed(), start.elapsed(), tokens)
         }
-        Err(e) => Sample::failed(start.elapsed(), format!("bad body: {e}")),
+        Err(e) => Sample::failed(start.elapsed(), format!("bad body: {}", error_chain(&e))),
     }
 }
 

@@ -122,6 +122,8 @@ pub struct Report {
     pub first_error: Option<String>,
     /// Why the first lost request got no answer, if one did not.
     pub first_lost: Option<String>,
+    /// Lost requests by why they got no answer (the innermost cause of the client's error).
+    pub lost_by_cause: BTreeMap<String, usize>,
     /// Wall time of the level (s).
     pub seconds: f64,
     /// Completed requests per second.
@@ -172,6 +174,7 @@ impl Report {
                 .iter()
                 .filter(|s| s.status == 0)
                 .find_map(|s| s.error.clone()),
+            lost_by_cause: lost_by_cause(samples),
             seconds,
             completed_rps: ok.len() as f64 / seconds,
             goodput_rps: good as f64 / seconds,
@@ -228,6 +231,17 @@ impl Report {
     }
 }
 
+/// Counts the requests with no answer by the last link of their error chain (`a: b: cause`).
+fn lost_by_cause(samples: &[Sample]) -> BTreeMap<String, usize> {
+    let mut causes = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.status == 0) {
+        let why = s.error.as_deref().unwrap_or("unknown");
+        let cause = why.rsplit(": ").next().unwrap_or(why).to_string();
+        *causes.entry(cause).or_insert(0) += 1;
+    }
+    causes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,7 +262,12 @@ mod tests {
             Sample::ok(ms(10), ms(100), 32),
             slow,
             Sample::refused(429, ms(1)),
-            Sample::failed(ms(5), "connection reset".into()),
+            Sample::failed(
+                ms(5),
+                "error sending request: client error (Connect): Too many open files".into(),
+            ),
+            Sample::failed(ms(7), "error sending request: connection reset".into()),
+            Sample::failed(ms(9), "Too many open files".into()),
         ];
         let r = Report::new(
             "c=4".into(),
@@ -257,8 +276,13 @@ mod tests {
             Duration::from_secs(2),
             ms(2000),
         );
-        assert_eq!((r.sent, r.completed, r.lost), (4, 2, 1));
-        assert_eq!(r.by_status, BTreeMap::from([(0, 1), (200, 2), (429, 1)]));
+        assert_eq!((r.sent, r.completed, r.lost), (6, 2, 3));
+        assert_eq!(r.by_status, BTreeMap::from([(0, 3), (200, 2), (429, 1)]));
+        let causes = BTreeMap::from([
+            ("Too many open files".to_string(), 2),
+            ("connection reset".to_string(), 1),
+        ]);
+        assert_eq!(r.lost_by_cause, causes);
         assert_eq!(
             (r.completed_rps, r.goodput_rps, r.tokens_per_second),
             (1.0, 0.5, 20.0)

@@ -1,10 +1,11 @@
 //! The HTTP accept loop: hyper's connection builder driven directly (as `axum::serve` does),
 //! plus what `axum::serve` cannot set: a header-read timeout, which in hyper also bounds how
 //! long a kept-alive connection may sit idle before its next request, so a client that never
-//! finishes its request head cannot hold a connection forever. Sets `TCP_NODELAY`, caps open
-//! connections (past the cap a new one gets an immediate 503 with `Retry-After` instead of the
-//! process running out of file descriptors, where `accept` fails and clients see resets), and
-//! shuts down gracefully (every connection finishes its request in flight).
+//! finishes its request head cannot hold a connection forever (hyper starts that clock at the
+//! first byte, so a connection that sends nothing is closed here after the same time). Sets
+//! `TCP_NODELAY`, caps open connections (past the cap a request gets 503 with `Retry-After`
+//! instead of the process running out of file descriptors, where `accept` fails and clients
+//! see resets), and shuts down gracefully (every connection finishes its request in flight).
 
 use std::future::Future;
 use std::time::Duration;
@@ -78,21 +79,25 @@ fn refusal() -> Vec<u8> {
 }
 
 /// Answers `tcp` with [`refusal`] once its request head has arrived (an HTTP client treats an
-/// answer before its request as a broken connection), then lets the rest of the request drain
-/// briefly before closing (closing with unread bytes would reset the connection and could lose
-/// the answer).
-async fn refuse(mut tcp: tokio::net::TcpStream) {
+/// answer before its request as a broken connection, so a connection whose head never comes
+/// within `header_timeout` is closed unanswered, as any idle one), then lets the rest of the
+/// request drain briefly before closing (closing with unread bytes would reset the connection
+/// and could lose the answer).
+async fn refuse(mut tcp: tokio::net::TcpStream, header_timeout: Duration) {
     let mut seen = Vec::new();
     let mut chunk = [0u8; 4096];
     let head = async {
         while let Ok(n @ 1..) = tcp.read(&mut chunk).await {
             seen.extend_from_slice(&chunk[..n]);
             if seen.windows(4).any(|w| w == b"\r\n\r\n") || seen.len() > 64 * 1024 {
-                break;
+                return true;
             }
         }
+        false
     };
-    let _ = tokio::time::timeout(Duration::from_secs(2), head).await;
+    if !matches!(tokio::time::timeout(header_timeout, head).await, Ok(true)) {
+        return;
+    }
     let _ = tcp.write_all(&refusal()).await;
     let _ = tcp.shutdown().await;
     let drain = async { while matches!(tcp.read(&mut chunk).await, Ok(n) if n > 0) {} };
@@ -109,6 +114,8 @@ impl Drop for OpenConnection {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then waits for open connections.
+/// A connection reaches hyper once its first bytes arrive (hyper's header timeout starts only
+/// then): one that sends nothing within `header_read_timeout` is closed and frees its slot.
 pub async fn serve_connections(
     listener: TcpListener,
     router: Router,
@@ -122,6 +129,7 @@ pub async fn serve_connections(
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
     let graceful = GracefulShutdown::new();
+    let (speaking_tx, mut speaking) = tokio::sync::mpsc::unbounded_channel();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -137,7 +145,7 @@ pub async fn serve_connections(
                 };
                 if limit.open.get() >= limit.max as i64 {
                     limit.refused.inc();
-                    tokio::spawn(refuse(tcp));
+                    tokio::spawn(refuse(tcp, header_read_timeout));
                     continue;
                 }
                 limit.open.inc();
@@ -147,9 +155,19 @@ pub async fn serve_connections(
                 if let Err(e) = tcp.set_nodelay(true) {
                     tracing::warn!(error = %e, "TCP_NODELAY");
                 }
-                let service = TowerToHyperService::new(router.clone());
+                let speaking_tx = speaking_tx.clone();
+                tokio::spawn(async move {
+                    // `peek` waits for real bytes (or the close), not a readiness hint.
+                    let mut byte = [0u8; 1];
+                    let first_byte = tokio::time::timeout(header_read_timeout, tcp.peek(&mut byte));
+                    if let Ok(Ok(_)) = first_byte.await {
+                        let _ = speaking_tx.send((tcp, open));
+                    }
+                });
+            }
+            Some((tcp, open)) = speaking.recv() => {
                 let connection = builder
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(router.clone()))
                     .into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
