@@ -42,9 +42,10 @@ impl std::str::FromStr for Remasking {
     fn from_str(s: &str) -> Result<Self, String> {
         match Self::ALL.into_iter().find(|r| r.as_str() == s) {
             Some(r) => Ok(r),
-            None => Err(format!(
-                "unknown remasking `{s}` (low_confidence_static, low_confidence_dynamic, sequential, entropy_bounded)"
-            )),
+            None => {
+                let names: Vec<&str> = Self::ALL.iter().map(|r| r.as_str()).collect();
+                Err(format!("unknown remasking `{s}` ({})", names.join(", ")))
+            }
         }
     }
 }

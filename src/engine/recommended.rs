@@ -33,12 +33,9 @@ impl Recommendation {
         Self {
             remasking: d.remasking,
             steps_per_block: d.steps_per_block,
-            confidence_threshold: d
-                .threshold()
-                .filter(|_| d.remasking == Remasking::LowConfidenceDynamic),
-            entropy_bound: d
-                .threshold()
-                .filter(|_| d.remasking == Remasking::EntropyBounded),
+            confidence_threshold: (d.remasking == Remasking::LowConfidenceDynamic)
+                .then_some(d.confidence_threshold),
+            entropy_bound: (d.remasking == Remasking::EntropyBounded).then_some(d.entropy_bound),
         }
     }
 }
