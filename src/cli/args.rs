@@ -155,7 +155,7 @@ pub struct BenchArgs {
     /// Checkpoint directory; without it a random model of `--shape` is used.
     #[arg(long, env = "T3D_MODEL")]
     pub model: Option<PathBuf>,
-    /// Random-model shape: tiny, small or sdar-1.7b.
+    /// Random-model shape: tiny, small, sdar-1.7b or sdar-4b.
     #[arg(long, default_value = "small")]
     pub shape: String,
     /// Batch sizes to measure (comma-separated).
@@ -179,9 +179,14 @@ pub struct BenchArgs {
     /// Timed repetitions per setting (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-    /// Write the results as JSON here.
+    /// Write the results as JSON here (rewritten after every setting, so a run cut short
+    /// keeps what it measured).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// The device's memory bandwidth in GB/s (an H200: 4800): each row then reports its % of
+    /// the bound set by reading the weights and the attended KV cache once per forward.
+    #[arg(long)]
+    pub hbm_bandwidth_gbs: Option<f64>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub device: DeviceArgs,
@@ -193,12 +198,16 @@ pub struct InitArgs {
     /// Output checkpoint directory.
     #[arg(long)]
     pub out: PathBuf,
-    /// tiny, small or sdar-1.7b.
+    /// tiny, small, sdar-1.7b or sdar-4b (the SDAR shapes keep their vocabulary size; their
+    /// tokenizer is the byte-level one, the other rows are never generated).
     #[arg(long, default_value = "tiny")]
     pub shape: String,
     /// Initialisation seed.
     #[arg(long, default_value_t = 0)]
     pub seed: i64,
+    /// Weight dtype written: f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
 }
 
 /// `t3d serve`.

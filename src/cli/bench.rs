@@ -7,7 +7,10 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
 
 use super::args::BenchArgs;
-use crate::engine::{generate, DenoiseParams, GenerationParams, SpecialIds, StopParams};
+use crate::engine::device_memory::cuda_free_and_total;
+use crate::engine::{
+    generate, DecodeStats, DenoiseParams, GenerationParams, SpecialIds, StopParams,
+};
 use crate::model::{checkpoint, parse_device, parse_dtype, Sdar, SdarConfig};
 
 /// One measured setting.
@@ -31,6 +34,13 @@ pub struct BenchRow {
     pub tokens_per_second: f64,
     /// Milliseconds per forward.
     pub ms_per_forward: f64,
+    /// Mean bytes one forward must read: the weights plus the KV cache it attends over.
+    pub bytes_per_forward: f64,
+    /// Time those bytes take at `--hbm-bandwidth-gbs`, as % of the measured time.
+    pub hbm_bound_percent: Option<f64>,
+    /// Memory in use on the CUDA device after the setting ran (the caching allocator keeps
+    /// what it reserved, so this is the peak, CUDA context included).
+    pub gpu_memory_used_bytes: Option<u64>,
 }
 
 /// The whole report.
@@ -73,23 +83,44 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         eos: -1,
         mask: loaded.config.mask_token_id.unwrap_or(0),
     };
-    let mut rows = Vec::new();
-    for &batch in &args.batch_sizes {
-        for &steps in &args.steps {
-            let row = measure(&loaded.model, special, args, batch, steps)?;
-            eprintln!("{}", format_row(&row));
-            rows.push(row);
-        }
-    }
-    Ok(BenchReport {
+    let mut report = BenchReport {
         model: name,
         parameters: loaded.config.num_parameters(),
         device: format!("{device:?}"),
         dtype: args.device.dtype.clone(),
         prompt_len: args.prompt_len,
         gen_tokens: args.gen_tokens,
-        rows,
-    })
+        rows: Vec::new(),
+    };
+    let element_bytes = kind.elt_size_in_bytes();
+    for &batch in &args.batch_sizes {
+        for &steps in &args.steps {
+            let (mut row, stats) = measure(&loaded.model, special, args, batch, steps)?;
+            let weights = loaded.config.weight_bytes_per_forward(element_bytes) as f64;
+            let kv = loaded.config.kv_bytes_per_position(element_bytes) as f64;
+            let forwards = stats.forwards.max(1) as f64;
+            let bytes = weights * forwards + kv * stats.key_positions as f64;
+            row.bytes_per_forward = bytes / forwards;
+            row.hbm_bound_percent = args
+                .hbm_bandwidth_gbs
+                .map(|gbs| bytes / (gbs * 1e9) / row.seconds * 100.0);
+            row.gpu_memory_used_bytes = gpu_memory_used(device);
+            eprintln!("{}", format_row(&row));
+            report.rows.push(row);
+            if let Some(path) = &args.json {
+                std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn gpu_memory_used(device: tch::Device) -> Option<u64> {
+    let tch::Device::Cuda(index) = device else {
+        return None;
+    };
+    let (free, total) = cuda_free_and_total(index)?;
+    Some((total - free) as u64)
 }
 
 fn requests(
@@ -130,7 +161,7 @@ fn measure(
     args: &BenchArgs,
     batch: usize,
     steps: usize,
-) -> anyhow::Result<BenchRow> {
+) -> anyhow::Result<(BenchRow, DecodeStats)> {
     let reqs = requests(args, model.config().vocab_size, batch, steps);
     for _ in 0..args.warmup {
         generate(model, special, None, &reqs, batch)?;
@@ -147,7 +178,7 @@ fn measure(
     times.sort_by(f64::total_cmp);
     let seconds = times[times.len() / 2];
     let stats = last.unwrap_or_default();
-    Ok(BenchRow {
+    let row = BenchRow {
         batch,
         block_size: args.block_size,
         steps_per_block: steps,
@@ -157,7 +188,11 @@ fn measure(
         seconds,
         tokens_per_second: stats.tokens as f64 / seconds,
         ms_per_forward: seconds * 1e3 / stats.forwards.max(1) as f64,
-    })
+        bytes_per_forward: 0.0,
+        hbm_bound_percent: None,
+        gpu_memory_used_bytes: None,
+    };
+    Ok((row, stats))
 }
 
 fn sync(device: tch::Device) {
@@ -169,15 +204,15 @@ fn sync(device: tch::Device) {
 /// The table header matching [`format_row`].
 pub fn header() -> String {
     format!(
-        "{:>5} {:>3} {:>3} {:>8} {:>8} {:>9} {:>10} {:>9}",
-        "batch", "b", "S", "tokens", "forwards", "tok/fwd", "tok/s", "ms/fwd"
+        "{:>5} {:>3} {:>3} {:>8} {:>8} {:>9} {:>10} {:>9} {:>8}",
+        "batch", "b", "S", "tokens", "forwards", "tok/fwd", "tok/s", "ms/fwd", "%bound"
     )
 }
 
 /// One table line.
 pub fn format_row(r: &BenchRow) -> String {
     format!(
-        "{:>5} {:>3} {:>3} {:>8} {:>8} {:>9.2} {:>10.1} {:>9.2}",
+        "{:>5} {:>3} {:>3} {:>8} {:>8} {:>9.2} {:>10.1} {:>9.2} {:>8}",
         r.batch,
         r.block_size,
         r.steps_per_block,
@@ -185,7 +220,9 @@ pub fn format_row(r: &BenchRow) -> String {
         r.forwards,
         r.tokens_per_forward,
         r.tokens_per_second,
-        r.ms_per_forward
+        r.ms_per_forward,
+        r.hbm_bound_percent
+            .map_or_else(|| "-".to_string(), |p| format!("{p:.1}"))
     )
 }
 
@@ -199,7 +236,6 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
         println!("{}", format_row(row));
     }
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         eprintln!("[t3d] wrote {}", path.display());
     }
     Ok(())

@@ -12,7 +12,7 @@ use crate::model::checkpoint::{self, SaveOptions};
 use crate::model::tokenizer::{
     write_byte_tokenizer, ChatMessage, TextTokenizer, BYTE_SPECIAL_TOKENS,
 };
-use crate::model::SdarConfig;
+use crate::model::{parse_dtype, SdarConfig};
 
 /// `t3d generate`: decodes one prompt, prints the text, then one line of stats on stderr.
 pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
@@ -84,14 +84,10 @@ fn print_stats(params: &GenerationParams, out: &Generation, forwards: u64, secon
 pub fn run_init(args: &InitArgs) -> anyhow::Result<()> {
     let vocab = 256 + BYTE_SPECIAL_TOKENS.len() as i64;
     let mut config = SdarConfig::named_shape(&args.shape, vocab).map_err(anyhow::Error::msg)?;
-    anyhow::ensure!(
-        config.vocab_size == vocab,
-        "shape `{}` needs its own tokenizer; only tiny and small can be initialised",
-        args.shape
-    );
     config.eos_token_id = Some(256.into());
     config.mask_token_id = Some(257);
-    let loaded = checkpoint::random(&config, tch::Device::Cpu, tch::Kind::Float, args.seed);
+    let kind = parse_dtype(&args.dtype, tch::Device::Cpu).map_err(anyhow::Error::msg)?;
+    let loaded = checkpoint::random(&config, tch::Device::Cpu, kind, args.seed);
     let staging = tempfile::tempdir().context("creating a temporary directory")?;
     write_byte_tokenizer(staging.path())?;
     let opts = SaveOptions {

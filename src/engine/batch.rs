@@ -6,11 +6,15 @@
 //! `C_i .. C_i + Q_i` (C_i = its cached length). Row p may attend key k iff `k < C_i + Q_i` and
 //! `k / b ≤ p / b`: causal across blocks, bidirectional inside one, over cache and new rows alike.
 //! Padding rows attend key 0 only and write nothing.
+//!
+//! The host-side index arrays are staged into the step's one [`Upload`] ([`StagedBatch`]); the
+//! positions, mask and row indices are then derived on the device.
 
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use super::kv_cache::{KvCache, WritePlan};
 use super::sequence::Sequence;
+use super::transfer::{Segment, Upload, Uploaded};
 
 /// Tensors for one forward over a group of sequences sharing a block size.
 #[derive(Debug)]
@@ -29,15 +33,30 @@ pub struct ForwardBatch {
     pub real_rows: usize,
 }
 
-impl ForwardBatch {
-    /// Packs `seqs` (all admitted, their pages grown to cover this forward, same block size;
-    /// `pad_id` is any valid token id).
-    pub fn pack(seqs: &[&mut Sequence], cache: &KvCache, pad_id: i64, device: Device) -> Self {
-        let b = seqs[0].block_size() as i64;
+/// A [`ForwardBatch`] whose index arrays are staged in the step's [`Upload`], not yet sent.
+#[derive(Debug)]
+pub struct StagedBatch {
+    batch: i64,
+    block: i64,
+    q_max: i64,
+    key_len: i64,
+    pages_per_row: i64,
+    real_rows: usize,
+    key_positions: u64,
+    /// ids, cached, lens, tables, block starts, write rows, write pages, write offsets.
+    segments: [Segment; 8],
+}
+
+impl StagedBatch {
+    /// Stages the index arrays of `seqs` (all admitted, their pages grown to cover this forward,
+    /// same block size; `pad_id` is any valid token id) into `upload`.
+    pub fn stage(
+        seqs: &[&mut Sequence],
+        cache: &KvCache,
+        pad_id: i64,
+        upload: &mut Upload,
+    ) -> Self {
         let host = HostBatch::collect(seqs, cache, pad_id);
-        let (batch, q_max, key_len) = (seqs.len() as i64, host.q_max, host.key_len);
-        // One host-to-device copy for every index array of the step.
-        let mut flat = Vec::new();
         let parts = [
             &host.ids,
             &host.cached,
@@ -48,34 +67,60 @@ impl ForwardBatch {
             &host.write_pages,
             &host.write_offsets,
         ];
-        let ranges = parts.map(|v| {
-            let start = flat.len() as i64;
-            flat.extend_from_slice(v);
-            (start, v.len() as i64)
-        });
-        let on_device = Tensor::from_slice(&flat).to_device(device);
+        Self {
+            batch: seqs.len() as i64,
+            block: seqs[0].block_size() as i64,
+            q_max: host.q_max,
+            key_len: host.key_len,
+            pages_per_row: host.pages_per_row,
+            real_rows: host.lens.iter().sum::<i64>() as usize,
+            key_positions: host
+                .cached
+                .iter()
+                .zip(&host.lens)
+                .map(|(c, l)| (c + l) as u64)
+                .sum(),
+            segments: parts.map(|v| upload.push_i64(v)),
+        }
+    }
+
+    /// The batch's tensors, built on the device from the sent upload.
+    pub fn on_device(&self, uploaded: &Uploaded) -> ForwardBatch {
+        let (batch, q_max, b) = (self.batch, self.q_max, self.block);
         let [ids, cached, lens, tables, block_starts, write_rows, write_pages, write_offsets] =
-            ranges.map(|(start, len)| on_device.narrow(0, start, len));
+            self.segments.map(|s| uploaded.get(s));
+        let device = ids.device();
         let row = Tensor::arange(q_max, (Kind::Int64, device)).view([1, q_max]);
         let positions = cached.view([batch, 1]) + &row;
-        let mask = block_causal_mask(&positions, &cached, &lens, b, key_len);
+        let mask = block_causal_mask(&positions, &cached, &lens, b, self.key_len);
         let block_rows =
             block_starts.view([batch, 1]) + Tensor::arange(b, (Kind::Int64, device)).view([1, b]);
-        Self {
+        ForwardBatch {
             ids: ids.view([batch, q_max]),
             positions,
             mask,
             plan: WritePlan {
                 tables,
-                pages_per_row: host.pages_per_row,
+                pages_per_row: self.pages_per_row,
                 write_rows,
                 write_pages,
                 write_offsets,
-                key_len,
+                key_len: self.key_len,
             },
             block_rows,
-            real_rows: host.lens.iter().sum::<i64>() as usize,
+            real_rows: self.real_rows,
         }
+    }
+
+    /// Real (non-padding) query rows.
+    pub fn real_rows(&self) -> usize {
+        self.real_rows
+    }
+
+    /// Key positions this forward attends over, summed over its sequences (for the bytes of KV
+    /// cache it reads).
+    pub fn key_positions(&self) -> u64 {
+        self.key_positions
     }
 }
 
@@ -176,6 +221,7 @@ pub fn block_causal_mask(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Device;
 
     #[test]
     fn mask_is_block_causal_over_cache_and_new_rows() {

@@ -7,11 +7,12 @@
 
 use tch::Tensor;
 
-use super::batch::ForwardBatch;
+use super::batch::{ForwardBatch, StagedBatch};
 use super::kv_cache::{Admission, CacheShape, KvCache};
 use super::params::{FinishReason, GenerationParams, Remasking};
-use super::sampler::{sample_rows, RowSampling};
+use super::sampler::{sample_rows, RowSampling, StagedSampling};
 use super::sequence::{Sequence, SpecialIds, StepOutcome};
+use super::transfer::Upload;
 use super::EngineError;
 use crate::model::{qwen3::ForwardInput, Sdar, TextTokenizer};
 
@@ -24,6 +25,8 @@ pub struct DecodeStats {
     pub tokens: u64,
     /// Query rows processed (real rows, padding excluded).
     pub rows: u64,
+    /// Key positions attended over, summed over forwards and sequences (the KV cache read).
+    pub key_positions: u64,
 }
 
 /// Owns a KV cache and runs denoising steps of a model over groups of sequences.
@@ -68,12 +71,14 @@ impl<'m> BlockDecoder<'m> {
             device,
         );
         let banned = tokenizer.map_or_else(|| vec![special.mask], |t| t.never_generate.clone());
+        let mut upload = Upload::default();
+        let banned = upload.push_i64(&banned);
         Self {
             model,
             tokenizer,
             cache,
             special,
-            never_generate: Tensor::from_slice(&banned).to_device(model.device()),
+            never_generate: upload.send(device).get(banned),
             stats: DecodeStats::default(),
         }
     }
@@ -143,16 +148,26 @@ impl<'m> BlockDecoder<'m> {
             .iter()
             .filter_map(|s| Some((s.slot?, s.cached_len() + s.query_len())))
             .collect();
-        self.cache.grow(&needs).map_err(EngineError::Invalid)?;
-        let batch = ForwardBatch::pack(seqs, &self.cache, self.special.mask, self.model.device());
+        let fresh_pages = self.cache.grow(&needs).map_err(EngineError::Invalid)?;
+        // Everything the step needs on the device goes in one copy.
+        let mut upload = Upload::default();
+        let fresh_pages = (!fresh_pages.is_empty()).then(|| upload.push_i64(&fresh_pages));
+        let sampling = StagedSampling::stage(&mut upload, &rows, &uniforms, want_entropy);
+        let staged = StagedBatch::stage(seqs, &self.cache, self.special.mask, &mut upload);
         // libtorch reports shape errors and out-of-memory as panics through tch's infallible
         // API; contain them so one failing batch cannot take the caller down.
         let forward = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            tch::no_grad(|| sample_rows(&self.block_logits(&batch), &rows, &uniforms, want_entropy))
+            let uploaded = upload.send(self.model.device());
+            if let Some(pages) = fresh_pages {
+                self.cache.zero_pages(&uploaded.get(pages));
+            }
+            let batch = staged.on_device(&uploaded);
+            tch::no_grad(|| sample_rows(&self.block_logits(&batch), &sampling, &uploaded))
         }));
         let sampled = forward.map_err(|panic| EngineError::Forward(panic_message(&*panic)))?;
         self.stats.forwards += 1;
-        self.stats.rows += batch.real_rows as u64;
+        self.stats.rows += staged.real_rows() as u64;
+        self.stats.key_positions += staged.key_positions();
         let mut outcomes = Vec::with_capacity(seqs.len());
         for (i, seq) in seqs.iter_mut().enumerate() {
             let span = i * b..(i + 1) * b;
@@ -312,3 +327,7 @@ fn finished(seq: &Sequence) -> Generation {
         forwards: seq.forwards(),
     }
 }
+
+#[cfg(test)]
+#[path = "decoder_tests.rs"]
+mod tests;

@@ -194,9 +194,11 @@ impl KvCache {
         self.free_slots.push(slot);
     }
 
-    /// Makes each `(slot, positions)` hold pages for that many positions, zeroing pages handed
-    /// out for the first time; fails if a slot asks past what it was promised.
-    pub fn grow(&mut self, needs: &[(usize, usize)]) -> Result<(), String> {
+    /// Makes each `(slot, positions)` hold pages for that many positions; fails if a slot asks
+    /// past what it was promised. Returns the pages handed out for the first time, which the
+    /// caller zeroes with [`Self::zero_pages`] before the forward reads them (their memory is
+    /// uninitialised, and a NaN there would leak through a masked attention weight of 0).
+    pub fn grow(&mut self, needs: &[(usize, usize)]) -> Result<Vec<i64>, String> {
         let mut fresh = Vec::new();
         let mut outcome = Ok(());
         for &(slot, positions) in needs {
@@ -222,13 +224,20 @@ impl KvCache {
                 }
             }
         }
-        if !fresh.is_empty() {
-            let index = Tensor::from_slice(&fresh).to_device(self.keys[0].device());
-            for pool in self.keys.iter_mut().chain(self.values.iter_mut()) {
-                let _ = pool.index_fill_(0, &index, 0.0);
-            }
+        if outcome.is_err() {
+            // Nothing will zero them now: the next grow that hands them out again must.
+            fresh
+                .iter()
+                .for_each(|&page| self.zeroed[page as usize] = false);
         }
-        outcome
+        outcome.map(|()| fresh)
+    }
+
+    /// Zeroes the pages `index` (on the cache's device) in every layer.
+    pub fn zero_pages(&mut self, index: &Tensor) {
+        for pool in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            let _ = pool.index_fill_(0, index, 0.0);
+        }
     }
 
     /// The pages `slot` holds, in position order.
@@ -326,7 +335,11 @@ mod tests {
         assert_eq!(c.admission(20), Admission::Wait, "5 > 4 unpromised");
         let b = c.allocate(16).unwrap(); // 4 pages
         assert_eq!(c.pages_in_use(), 0, "promised, not taken");
-        c.grow(&[(a, 9), (b, 4)]).unwrap();
+        assert_eq!(
+            c.grow(&[(a, 9), (b, 4)]).unwrap().len(),
+            4,
+            "4 pages, all new"
+        );
         assert_eq!(
             (c.table(a).len(), c.table(b).len(), c.pages_in_use()),
             (3, 1, 4)
@@ -335,6 +348,13 @@ mod tests {
         c.release(a);
         assert_eq!(c.pages_in_use(), 1);
         assert_eq!(c.admission(24), Admission::Fits);
+        let again = c.allocate(24).unwrap();
+        let fresh = c.grow(&[(again, 24)]).unwrap();
+        assert_eq!(
+            fresh.len(),
+            3,
+            "a's 3 pages come back already zeroed, 3 more are new"
+        );
         assert!(
             !c.table(b).contains(&0),
             "page 0 is padding, never handed out"

@@ -1,6 +1,7 @@
 //! The block-diffusion engine: per-request parameters, the pure denoising policy, the sampler,
-//! sequence state with trajectory recording, the KV cache, batch packing, and the decoder that
-//! runs one forward per denoising step for a whole group of sequences.
+//! sequence state with trajectory recording, the KV cache, batch packing, the counted host↔device
+//! transfers, and the decoder that runs one forward per denoising step for a whole group of
+//! sequences.
 
 pub mod batch;
 pub mod decoder;
@@ -17,6 +18,7 @@ pub mod sequence;
 mod serve_loop;
 pub mod stop;
 pub mod text_stream;
+pub mod transfer;
 
 pub use decoder::{generate, BlockDecoder, DecodeStats, Generation};
 pub use params::{

@@ -6,7 +6,9 @@
 //! top-p (renormalised) → inverse-CDF draw; confidence = probability of the drawn token.
 //! Temperature 0 is greedy: argmax, confidence = softmax probability of the argmax.
 
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
+
+use super::transfer::{download_f32, Segment, Upload, Uploaded};
 
 /// Sampling settings of one row.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,56 +38,89 @@ pub struct SampledRows {
     pub entropy: Vec<f32>,
 }
 
-/// Samples one token per row of `logits` `(R, V)`; `uniforms` are in `(0, 1)`, one per row.
-pub fn sample_rows(
-    logits: &Tensor,
-    rows: &[RowSampling],
-    uniforms: &[f32],
+/// One step's sampling settings, staged into the step's [`Upload`] (so they reach the device in
+/// the same copy as its index arrays), with the host-side choices of which kernels to run.
+#[derive(Debug, Clone, Copy)]
+pub struct StagedSampling {
+    /// Temperature per row (0 = greedy).
+    temperatures: Segment,
+    /// Top-k per row (0 = off).
+    top_k: Segment,
+    /// Top-p per row (1 = off).
+    top_p: Segment,
+    /// One uniform in `(0, 1)` per row.
+    uniforms: Segment,
+    all_greedy: bool,
+    any_filter: bool,
     want_entropy: bool,
-) -> SampledRows {
-    let device = logits.device();
-    let temps: Vec<f32> = rows
-        .iter()
-        .map(|r| {
-            if r.temperature > 0.0 {
-                r.temperature
-            } else {
-                1.0
-            }
-        })
-        .collect();
-    let scaled =
-        logits.to_kind(Kind::Float) / Tensor::from_slice(&temps).to_device(device).unsqueeze(1);
-    let probs = scaled.softmax(-1, Kind::Float);
-    let (max_prob, argmax) = probs.max_dim(-1, false);
-    let (tokens, confidence) = if rows.iter().all(|r| r.temperature == 0.0) {
-        (argmax, max_prob)
+}
+
+impl StagedSampling {
+    /// Stages `rows` and their `uniforms` (one per row) into `upload`.
+    pub fn stage(
+        upload: &mut Upload,
+        rows: &[RowSampling],
+        uniforms: &[f32],
+        want_entropy: bool,
+    ) -> Self {
+        let temperatures: Vec<f32> = rows.iter().map(|r| r.temperature).collect();
+        let top_k: Vec<i64> = rows.iter().map(|r| r.top_k).collect();
+        let top_p: Vec<f32> = rows.iter().map(|r| r.top_p).collect();
+        Self {
+            temperatures: upload.push_f32(&temperatures),
+            top_k: upload.push_i64(&top_k),
+            top_p: upload.push_f32(&top_p),
+            uniforms: upload.push_f32(uniforms),
+            all_greedy: rows.iter().all(|r| r.temperature == 0.0),
+            any_filter: rows.iter().any(RowSampling::filters),
+            want_entropy,
+        }
+    }
+}
+
+/// Samples one token per row of `logits` `(R, V)` with the settings `staged` put in `uploaded`;
+/// the results come back in one device-to-host copy.
+pub fn sample_rows(logits: &Tensor, staged: &StagedSampling, uploaded: &Uploaded) -> SampledRows {
+    let rows = logits.size()[0] as usize;
+    let logits = logits.to_kind(Kind::Float);
+    let (tokens, confidence, probs) = if staged.all_greedy {
+        let probs = logits.softmax(-1, Kind::Float);
+        let (max_prob, argmax) = probs.max_dim(-1, false);
+        (argmax, max_prob, probs)
     } else {
-        let u = Tensor::from_slice(uniforms).to_device(device).unsqueeze(1);
-        let (drawn, conf) = if rows.iter().any(RowSampling::filters) {
-            draw_filtered(&probs, rows, &u)
+        let temperatures = uploaded.get(staged.temperatures);
+        let greedy = temperatures.eq(0.0);
+        let scaled = logits / temperatures.masked_fill(&greedy, 1.0).unsqueeze(1);
+        let probs = scaled.softmax(-1, Kind::Float);
+        let (max_prob, argmax) = probs.max_dim(-1, false);
+        let u = uploaded.get(staged.uniforms).unsqueeze(1);
+        let (drawn, conf) = if staged.any_filter {
+            let top_k = uploaded.get(staged.top_k);
+            let top_p = uploaded.get(staged.top_p);
+            draw_filtered(&probs, &top_k, &top_p, &u)
         } else {
             draw(&probs, &u)
         };
-        let greedy: Vec<bool> = rows.iter().map(|r| r.temperature == 0.0).collect();
-        let greedy = Tensor::from_slice(&greedy).to_device(device);
         (
             argmax.where_self(&greedy, &drawn),
             max_prob.where_self(&greedy, &conf),
+            probs,
         )
     };
     // One device-to-host transfer for everything: token ids are exact in f32 below 2^24, far
     // above any vocabulary size.
     let mut parts = vec![tokens.to_kind(Kind::Float), confidence];
-    if want_entropy {
+    if staged.want_entropy {
         parts.push(entropy_of(&probs));
     }
-    let host = to_host_f32(&Tensor::stack(&parts, 0).flatten(0, -1));
-    let r = rows.len();
+    let host = download_f32(&Tensor::stack(&parts, 0));
     SampledRows {
-        tokens: host[..r].iter().map(|&t| t as i64).collect(),
-        confidence: host[r..2 * r].to_vec(),
-        entropy: host.get(2 * r..).map(<[f32]>::to_vec).unwrap_or_default(),
+        tokens: host[..rows].iter().map(|&t| t as i64).collect(),
+        confidence: host[rows..2 * rows].to_vec(),
+        entropy: host
+            .get(2 * rows..)
+            .map(<[f32]>::to_vec)
+            .unwrap_or_default(),
     }
 }
 
@@ -101,26 +136,17 @@ fn draw(probs: &Tensor, u: &Tensor) -> (Tensor, Tensor) {
     (index.squeeze_dim(1), prob)
 }
 
-/// Top-k then top-p over the sorted distribution, renormalised, then [`draw`].
-fn draw_filtered(probs: &Tensor, rows: &[RowSampling], u: &Tensor) -> (Tensor, Tensor) {
+/// Top-k (`top_k` `(R)`, 0 = off) then top-p (`top_p` `(R)`) over the sorted distribution,
+/// renormalised, then [`draw`].
+fn draw_filtered(probs: &Tensor, top_k: &Tensor, top_p: &Tensor, u: &Tensor) -> (Tensor, Tensor) {
     let (device, vocab) = (probs.device(), probs.size()[1]);
     let (sorted, order) = probs.sort(-1, true);
-    let ks: Vec<i64> = rows
-        .iter()
-        .map(|r| {
-            if r.top_k > 0 {
-                r.top_k.min(vocab)
-            } else {
-                vocab
-            }
-        })
-        .collect();
-    let ps: Vec<f32> = rows.iter().map(|r| r.top_p).collect();
+    let k = top_k.masked_fill(&top_k.le(0), vocab).clamp_max(vocab);
     let ranks = Tensor::arange(vocab, (Kind::Int64, device)).unsqueeze(0);
-    let keep_k = ranks.lt_tensor(&Tensor::from_slice(&ks).to_device(device).unsqueeze(1));
+    let keep_k = ranks.lt_tensor(&k.unsqueeze(1));
     let top_k = renormalise(&(&sorted * keep_k));
     let mass_before = top_k.cumsum(-1, Kind::Float) - &top_k;
-    let keep_p = mass_before.lt_tensor(&Tensor::from_slice(&ps).to_device(device).unsqueeze(1));
+    let keep_p = mass_before.lt_tensor(&top_p.unsqueeze(1));
     let nucleus = renormalise(&(&top_k * keep_p));
     let (rank, prob) = draw(&nucleus, u);
     (
@@ -137,11 +163,6 @@ fn entropy_of(probs: &Tensor) -> Tensor {
     -(probs * probs.clamp_min(1e-30).log()).sum_dim_intlist(-1, false, Kind::Float)
 }
 
-fn to_host_f32(t: &Tensor) -> Vec<f32> {
-    // Unwrap is safe: a 1-D float tensor always converts.
-    Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float)).unwrap()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +177,18 @@ mod tests {
         top_k: 0,
         top_p: 1.0,
     };
+
+    /// Stages, uploads and samples, as a decoding step does.
+    fn sample_rows(
+        logits: &Tensor,
+        rows: &[RowSampling],
+        uniforms: &[f32],
+        want_entropy: bool,
+    ) -> SampledRows {
+        let mut upload = Upload::default();
+        let staged = StagedSampling::stage(&mut upload, rows, uniforms, want_entropy);
+        super::sample_rows(logits, &staged, &upload.send(logits.device()))
+    }
 
     fn logits_of(probs: &[f32]) -> Tensor {
         Tensor::from_slice(probs).log().unsqueeze(0)

@@ -173,7 +173,10 @@ impl SdarConfig {
             "tiny" => Ok(Self::tiny(byte_vocab)),
             "small" => Ok(Self::shaped(byte_vocab, 256, 4, 8, 4, 32, 768)),
             "sdar-1.7b" => Ok(Self::sdar_1_7b()),
-            other => Err(format!("unknown shape `{other}` (tiny, small, sdar-1.7b)")),
+            "sdar-4b" => Ok(Self::sdar_4b()),
+            other => Err(format!(
+                "unknown shape `{other}` (tiny, small, sdar-1.7b, sdar-4b)"
+            )),
         }
     }
 
@@ -203,6 +206,31 @@ impl SdarConfig {
         cfg.mask_token_id = Some(151_669);
         cfg.eos_token_id = Some(151_643.into());
         cfg
+    }
+
+    /// The shape of SDAR-4B-Chat (spec §1.1: hidden 2560, 36 layers, 32/8 heads, untied head).
+    pub fn sdar_4b() -> Self {
+        let mut cfg = Self::shaped(151_936, 2560, 36, 32, 8, 128, 9728);
+        cfg.mask_token_id = Some(151_669);
+        cfg.eos_token_id = Some(151_643.into());
+        cfg
+    }
+
+    /// Bytes of weights one forward reads: every parameter, except an untied embedding table,
+    /// of which a forward reads only the rows of its tokens.
+    pub fn weight_bytes_per_forward(&self, element_bytes: usize) -> u64 {
+        let embedding = if self.tie_word_embeddings {
+            0
+        } else {
+            self.vocab_size * self.hidden_size
+        };
+        (self.num_parameters() - embedding) as u64 * element_bytes as u64
+    }
+
+    /// Bytes of KV cache one position holds (keys and values of every layer).
+    pub fn kv_bytes_per_position(&self, element_bytes: usize) -> u64 {
+        (2 * self.num_hidden_layers * self.num_key_value_heads * self.head_dim()) as u64
+            * element_bytes as u64
     }
 
     /// A config of the given shape (SDAR defaults elsewhere): vocabulary, width, layers, query
@@ -268,6 +296,25 @@ mod tests {
         assert_eq!(
             back["torch_dtype"], "bfloat16",
             "unknown fields survive a round trip"
+        );
+    }
+
+    #[test]
+    fn the_named_sdar_4b_shape_is_the_checkpoint_config_and_reads_what_it_should() {
+        let file: SdarConfig = serde_json::from_str(SDAR_4B).unwrap();
+        let named = SdarConfig::named_shape("sdar-4b", 0).unwrap();
+        assert_eq!(named.num_parameters(), file.num_parameters());
+        assert_eq!(named.tie_word_embeddings, file.tie_word_embeddings);
+        // bf16: all 8 822 848 512 bytes but the 151936 x 2560 embedding table.
+        let embedding = 151_936 * 2560 * 2;
+        assert_eq!(named.weight_bytes_per_forward(2), 8_822_848_512 - embedding);
+        // 36 layers x (K + V) x 8 heads x 128 x 2 bytes.
+        assert_eq!(named.kv_bytes_per_position(2), 147_456);
+        let tied = SdarConfig::sdar_1_7b();
+        assert_eq!(
+            tied.weight_bytes_per_forward(2),
+            tied.num_parameters() as u64 * 2,
+            "a tied table is read whole by the LM head"
         );
     }
 

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Issue 17's one prepared GPU measurement, built here and run there (device tool:
+#   command `bash scripts/gpu-bench.sh`, carry ["target/release/t3d", "target/release/loadtest"],
+#   timeout_s 540). Random-weight SDAR-1.7B and SDAR-4B shapes in bf16, b = 4, 256-token prompts,
+# 256 generated tokens, EOS ignored:
+#   1. CUDA greedy tokens == CPU greedy tokens (tiny model, S = 1 and 4): scripts/gpu-check.sh;
+#   2. `t3d bench` at batch 1, 128, 32, 8 x S = 1, 2, 4: tokens/s, ms per forward, % of the HBM
+#      bound (weights + attended KV read once per forward, over the device's bandwidth), GPU memory;
+#   3. the same bench on the SDAR-4B shape;
+#   4. `t3d serve` (KV cache sized from free GPU memory; its plan is logged) + `loadtest` at
+#      concurrency 1, 32, 128 on the SDAR-1.7B shape: server / engine;
+#   5. the Python `transformers` loop (scripts/hf_decode_bench.py) at batch 1 and 32;
+# then $OUT/summary.md and $OUT/summary.json (scripts/gpu_bench_report.py). Phases run in that
+# order, each within its own cap, while the budget (GPU_BENCH_BUDGET_S, default 450 s) lasts; every tool writes its
+# JSON as it goes, so a phase cut short keeps what it measured.
+# Dry run of the same path on this CPU, tiny shapes: GPU_BENCH_DRY=1 bash scripts/gpu-bench.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-runs/gpu-bench}
+work=${GPU_BENCH_WORK:-/tmp/t3d-gpu-bench}
+mkdir -p "$out" "$work"
+deadline=$(($(date +%s) + ${GPU_BENCH_BUDGET_S:-450}))
+left() { echo $((deadline - $(date +%s))); }
+# within MAX RESERVE CMD...: runs CMD for at most MAX seconds, and never into the last RESERVE.
+within() {
+  local max=$1 reserve=$2 limit
+  shift 2
+  limit=$(($(left) - reserve))
+  [ "$limit" -gt "$max" ] && limit=$max
+  if [ "$limit" -lt 10 ]; then echo "skipped (no time left): $1 ${2:-}"; return 0; fi
+  timeout "$limit" "$@"
+}
+bin=./target/release/t3d
+loadtest=./target/release/loadtest
+
+if [ "${GPU_BENCH_DRY:-0}" = 1 ]; then
+  device=cpu dtype=f32 python=.venv/bin/python
+  small=tiny big=small batches=1,4,2 conc=1,4 hf_batches=1,2 prompt=16 gen=16 requests=8
+  bandwidth=${GPU_BENCH_BW:-20} # nominal: the dry run checks the arithmetic, not this CPU
+  export LD_LIBRARY_PATH="$PWD/.venv/lib/python3.11/site-packages/torch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+else
+  device=cuda dtype=bf16 python=python3
+  small=sdar-1.7b big=sdar-4b batches=1,128,32,8 conc=1,32,128 hf_batches=1,32 prompt=256 gen=256
+  requests=256
+  torch_lib=$($python -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+  export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+  # Peak memory bandwidth (GB/s) by product; GPU_BENCH_BW overrides.
+  case "$gpu" in
+    *H200*) bandwidth=4800 ;; *H100*SXM* | *H100*HBM3*) bandwidth=3350 ;; *H100*) bandwidth=2000 ;;
+    *A100*80GB*) bandwidth=2039 ;; *A100*) bandwidth=1555 ;; *) bandwidth=1000 ;;
+  esac
+  bandwidth=${GPU_BENCH_BW:-$bandwidth}
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+fi
+echo "{\"device\": \"$device\", \"dtype\": \"$dtype\", \"bandwidth_gbs\": $bandwidth}" > "$out/setup.json"
+common=(--block-size 4 --prompt-len "$prompt" --gen-tokens "$gen" --device "$device" --dtype "$dtype")
+
+phase() { echo "== [$(left) s left] $*"; }
+
+if [ "$device" = cuda ]; then
+  phase "CUDA vs CPU greedy tokens"
+  GPU_CHECK_BENCH=0 OUT="$out" timeout 120 bash scripts/gpu-check.sh > "$out/check.txt" 2>&1
+  grep -E "identical|DIFFER|decodes" "$out/check.txt"
+fi
+
+phase "checkpoint of the $small shape ($dtype)"
+[ -f "$work/$small/config.json" ] || $bin init --shape "$small" --dtype "$dtype" --out "$work/$small" --seed 1
+
+phase "t3d bench, $small"
+within 170 200 $bin bench --model "$work/$small" "${common[@]}" --batch-sizes "$batches" \
+  --steps 1,2,4 --warmup 1 --repeats 1 --hbm-bandwidth-gbs "$bandwidth" \
+  --json "$out/bench-$small.json" 2> "$out/bench-$small.log"
+grep -v '^\[t3d\]' "$out/bench-$small.log"
+
+phase "t3d bench, $big (random weights made on the device)"
+within 170 110 $bin bench --shape "$big" "${common[@]}" --batch-sizes "$batches" \
+  --steps 1,2,4 --warmup 1 --repeats 1 --hbm-bandwidth-gbs "$bandwidth" \
+  --json "$out/bench-$big.json" 2> "$out/bench-$big.log"
+grep -v '^\[t3d\]' "$out/bench-$big.log"
+
+phase "t3d serve + loadtest, $small"
+port=${GPU_BENCH_PORT:-8047}
+$bin serve --model "$work/$small" --device "$device" --dtype "$dtype" --port "$port" \
+  --max-batch-size 128 --max-queue 1024 > "$out/serve-$small.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/ready" > /dev/null && break; sleep 0.2; done
+grep -o "KV cache: .*" "$out/serve-$small.log" | head -1 | tee "$out/kv-plan-$small.txt"
+within 90 50 $loadtest --url "http://127.0.0.1:$port" --concurrency "$conc" \
+  --requests "$requests" --duration 20 --prompt-len "$prompt" --max-tokens "$gen" \
+  --extra '{"ignore_eos": true, "steps_per_block": 1}' --json "$out/load-$small.json" \
+  > "$out/load-$small.txt" 2>&1
+kill $server 2>/dev/null
+wait $server 2>/dev/null
+
+phase "transformers loop, $small"
+within 90 5 $python -W ignore scripts/hf_decode_bench.py "$work/$small" --device "$device" \
+  --dtype "$dtype" --batch-sizes "$hf_batches" --steps 1,4 --prompt-len "$prompt" \
+  --gen-tokens "$gen" --repeats 1 --json "$out/hf-$small.json" 2> "$out/hf-$small.log"
+
+phase "summary"
+$python scripts/gpu_bench_report.py "$out" "$small" "$big"

@@ -1,0 +1,132 @@
+//! What one decoding step moves between host and device: exactly one upload (index arrays,
+//! sampling settings, pages to zero) and one download (the sampled rows), whatever the mix of
+//! requests in the batch; and no other transfer anywhere on the decoding path's source.
+
+use tch::{Device, Kind};
+
+use super::*;
+use crate::engine::params::{DenoiseParams, SamplingParams, StopParams};
+use crate::engine::transfer::{counts, TransferCounts};
+use crate::model::{checkpoint, SdarConfig};
+
+const SPECIAL: SpecialIds = SpecialIds { eos: -1, mask: 1 };
+
+fn request(steps: usize, remasking: Remasking, sampling: SamplingParams) -> GenerationParams {
+    GenerationParams {
+        denoise: DenoiseParams {
+            steps_per_block: steps,
+            remasking,
+            ..DenoiseParams::default()
+        },
+        sampling,
+        stop: StopParams {
+            max_tokens: 40,
+            ignore_eos: true,
+            ..StopParams::default()
+        },
+    }
+}
+
+/// Greedy, plain sampling, top-k + top-p, and entropy-bounded rows in one batch, with prompts of
+/// different lengths (padding, prompt tails) and pages first handed out mid-run.
+fn mixed_batch() -> Vec<Sequence> {
+    let warm = |top_k, top_p| SamplingParams {
+        temperature: 0.8,
+        top_k,
+        top_p,
+        seed: Some(3),
+    };
+    let settings = [
+        request(1, Remasking::LowConfidenceStatic, SamplingParams::default()),
+        request(2, Remasking::LowConfidenceStatic, warm(0, 1.0)),
+        request(4, Remasking::LowConfidenceDynamic, warm(5, 0.9)),
+        request(4, Remasking::EntropyBounded, SamplingParams::default()),
+    ];
+    settings
+        .into_iter()
+        .enumerate()
+        .map(|(i, params)| {
+            let prompt: Vec<i64> = (0..5 + 3 * i as i64).map(|t| 2 + t % 50).collect();
+            Sequence::new(i as u64, &prompt, params, SPECIAL)
+        })
+        .collect()
+}
+
+#[test]
+fn every_step_makes_one_upload_and_one_download() {
+    let loaded = checkpoint::random(&SdarConfig::tiny(64), Device::Cpu, Kind::Float, 5);
+    let mut decoder = BlockDecoder::new(&loaded.model, SPECIAL, None, 4, 96);
+    let mut seqs = mixed_batch();
+    for seq in &mut seqs {
+        decoder.admit(seq).unwrap();
+    }
+    let (pages_at_start, mut steps) = (decoder.cache().pages_in_use(), 0);
+    loop {
+        let mut running: Vec<&mut Sequence> = seqs
+            .iter_mut()
+            .filter(|s| s.finish_reason().is_none())
+            .collect();
+        if running.is_empty() {
+            break;
+        }
+        let before = counts();
+        decoder.step(&mut running).unwrap();
+        let one_each = TransferCounts {
+            uploads: 1,
+            downloads: 1,
+        };
+        assert_eq!(counts() - before, one_each, "step {steps}");
+        steps += 1;
+    }
+    assert!(steps > 10, "the batch decoded over {steps} steps");
+    assert!(
+        decoder.cache().pages_in_use() > pages_at_start,
+        "pages were handed out (and zeroed) during the run"
+    );
+    assert!(seqs.iter().all(|s| s.completion().len() == 40));
+}
+
+/// Non-test source of the decoding path: `src/engine/*.rs` (test files and test modules cut
+/// off) and the model's forward.
+fn decoding_path_sources() -> Vec<(String, String)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = std::fs::read_dir(root.join("src/engine"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.to_string_lossy().ends_with("_tests.rs"))
+        .collect();
+    files.push(root.join("src/model/qwen3.rs"));
+    files
+        .into_iter()
+        .filter(|p| !p.ends_with("transfer.rs"))
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            (path.display().to_string(), code.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn only_the_transfer_module_crosses_between_host_and_device() {
+    let crossings = [
+        "Tensor::from_slice",
+        "to_device(",
+        ">::try_from(",
+        "int64_value(",
+        "double_value(",
+        "copy_(",
+        ".to(",
+    ];
+    let sources = decoding_path_sources();
+    assert!(sources.len() > 10, "found the engine's sources");
+    for (path, code) in sources {
+        for crossing in crossings {
+            assert!(
+                !code.contains(crossing),
+                "{path} calls `{crossing}`: go through engine::transfer (one upload and one \
+                 download per step)"
+            );
+        }
+    }
+}
