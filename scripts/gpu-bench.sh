@@ -14,6 +14,7 @@
 # order, each within its own cap, while the budget (GPU_BENCH_BUDGET_S, default 450 s) lasts; every tool writes its
 # JSON as it goes, so a phase cut short keeps what it measured.
 # Dry run of the same path on this CPU, tiny shapes: GPU_BENCH_DRY=1 bash scripts/gpu-bench.sh
+# (tests/gpu_bench_script.rs runs it with the test build's binaries: T3D_BIN, LOADTEST_BIN).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-runs/gpu-bench}
@@ -30,8 +31,8 @@ within() {
   if [ "$limit" -lt 10 ]; then echo "skipped (no time left): $1 ${2:-}"; return 0; fi
   timeout "$limit" "$@"
 }
-bin=./target/release/t3d
-loadtest=./target/release/loadtest
+bin=${T3D_BIN:-./target/release/t3d}
+loadtest=${LOADTEST_BIN:-./target/release/loadtest}
 
 if [ "${GPU_BENCH_DRY:-0}" = 1 ]; then
   device=cpu dtype=f32 python=.venv/bin/python
@@ -85,7 +86,17 @@ $bin serve --model "$work/$small" --device "$device" --dtype "$dtype" --port "$p
   --max-batch-size 128 --max-queue 1024 > "$out/serve-$small.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/ready" > /dev/null && break; sleep 0.2; done
+$python - "$port" <<'PY' || echo "the server did not get ready in 120 s"
+import sys, time, urllib.request
+for _ in range(600):
+    try:
+        if urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/ready", timeout=2).status == 200:
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.2)
+sys.exit(1)
+PY
 grep -o "KV cache: .*" "$out/serve-$small.log" | head -1 | tee "$out/kv-plan-$small.txt"
 within 90 50 $loadtest --url "http://127.0.0.1:$port" --concurrency "$conc" \
   --requests "$requests" --duration 20 --prompt-len "$prompt" --max-tokens "$gen" \

@@ -130,3 +130,24 @@ fn only_the_transfer_module_crosses_between_host_and_device() {
         }
     }
 }
+
+#[test]
+fn key_positions_count_the_keys_each_forward_attends_over() {
+    let loaded = checkpoint::random(&SdarConfig::tiny(64), Device::Cpu, Kind::Float, 5);
+    let mut params = request(1, Remasking::LowConfidenceStatic, SamplingParams::default());
+    params.stop.max_tokens = 8;
+    let prompt = [2, 3, 4, 5, 6];
+    let (_, stats) = generate(
+        &loaded.model,
+        SPECIAL,
+        None,
+        &[(prompt.to_vec(), params)],
+        1,
+    )
+    .unwrap();
+    // b = 4, S = 1, a 5-token prompt (one whole block, one token in the first generated block):
+    // forward 1 reads the prompt block and the first block (keys 0..8); forward 2 stores that
+    // block and decodes the next (keys 0..12); forward 3 likewise (0..16) and reaches 8 tokens.
+    assert_eq!((stats.forwards, stats.tokens), (3, 8));
+    assert_eq!(stats.key_positions, 8 + 12 + 16);
+}
