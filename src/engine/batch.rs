@@ -29,8 +29,6 @@ pub struct ForwardBatch {
     pub plan: WritePlan,
     /// `(B, b)` query rows of each sequence's block (for the LM head).
     pub block_rows: Tensor,
-    /// Real (non-padding) query rows in the batch.
-    pub real_rows: usize,
 }
 
 /// A [`ForwardBatch`] whose index arrays are staged in the step's [`Upload`], not yet sent.
@@ -108,7 +106,6 @@ impl StagedBatch {
                 key_len: self.key_len,
             },
             block_rows,
-            real_rows: self.real_rows,
         }
     }
 
