@@ -50,6 +50,10 @@ pub struct NoiseConfig {
     pub random_ratio: f64,
     /// Pad (EOS) positions kept in the loss per sample.
     pub post_num: usize,
+    /// `trace` mode: round the masked count to a boundary between decode steps, so tokens the
+    /// teacher committed in one step are masked together and every noisy block is a state the
+    /// teacher passed through (matters for dynamic rollouts, which commit several a step).
+    pub whole_steps: bool,
 }
 
 impl Default for NoiseConfig {
@@ -61,6 +65,7 @@ impl Default for NoiseConfig {
             mask_ratio_exponent: 8.0,
             random_ratio: 0.1,
             post_num: 2,
+            whole_steps: false,
         }
     }
 }
@@ -114,21 +119,46 @@ fn decode_order(step_map: &[Option<u32>], range: Range<usize>) -> Vec<usize> {
 }
 
 /// `trace` mode for one block: of its `V` decoded positions, `⌊|V|·ρ⌋` are masked — the latest
-/// decoded ones (`Trajectory`) or the earliest (`Code`).
+/// decoded ones (`Trajectory`) or the earliest (`Code`); with `whole_steps`, that count moves to
+/// the nearest boundary between decode steps (a tie towards masking more).
 pub fn trace_block_mask(
     step_map: &[Option<u32>],
     range: Range<usize>,
     ratio: f64,
     order: TraceOrder,
+    whole_steps: bool,
 ) -> Vec<usize> {
     let decoded = decode_order(step_map, range);
-    let n = (decoded.len() as f64 * ratio).floor() as usize;
+    let mut n = (decoded.len() as f64 * ratio).floor() as usize;
+    if whole_steps {
+        n = masked_at_step_boundary(step_map, &decoded, n, order);
+    }
     let mut chosen = match order {
         TraceOrder::Code => decoded[..n].to_vec(),
         TraceOrder::Trajectory => decoded[decoded.len() - n..].to_vec(),
     };
     chosen.sort_unstable();
     chosen
+}
+
+/// The masked count nearest to `n` that leaves no decode step of `decoded` half masked.
+fn masked_at_step_boundary(
+    step_map: &[Option<u32>],
+    decoded: &[usize],
+    n: usize,
+    order: TraceOrder,
+) -> usize {
+    let len = decoded.len();
+    // A cut after `p` tokens of the decode order splits no step.
+    let cuts = (0..=len)
+        .filter(|&p| p == 0 || p == len || step_map[decoded[p - 1]] != step_map[decoded[p]]);
+    let masked_by = |p: usize| match order {
+        TraceOrder::Trajectory => len - p,
+        TraceOrder::Code => p,
+    };
+    cuts.map(masked_by)
+        .min_by_key(|&m| (m.abs_diff(n), std::cmp::Reverse(m)))
+        .unwrap_or(n)
 }
 
 /// How many masked positions get a random token: `max(1, ⌊masked·ratio⌋)` when anything is
@@ -166,9 +196,13 @@ pub fn noisy_from_trajectory(
     let mut masked = Vec::new();
     for range in blocks {
         match cfg.mode {
-            MaskMode::Trace => {
-                masked.extend(trace_block_mask(step_map, range, ratio, cfg.trace_order))
-            }
+            MaskMode::Trace => masked.extend(trace_block_mask(
+                step_map,
+                range,
+                ratio,
+                cfg.trace_order,
+                cfg.whole_steps,
+            )),
             MaskMode::Random => {
                 let n = (range.len() as f64 * ratio).floor() as usize;
                 let mut picked: Vec<usize> = sample(rng, range.len(), n)

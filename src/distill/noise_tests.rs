@@ -20,11 +20,40 @@ fn ratio_probabilities_match_the_spec_for_exponent_8() {
 }
 
 #[test]
+fn whole_steps_mask_one_steps_tokens_together() {
+    // Block decoded at steps 1, 2, 2, 2 (three tokens committed together at step 2).
+    let steps = [Some(1), Some(2), Some(2), Some(2)];
+    let mask = |ratio, order, whole| trace_block_mask(&steps, 0..4, ratio, order, whole);
+    // ρ = 0.5: ⌊4·0.5⌋ = 2 splits step 2; the nearest cuts mask 3 (one away) or 0 (two away).
+    assert_eq!(mask(0.5, TraceOrder::Trajectory, false), vec![2, 3]);
+    assert_eq!(mask(0.5, TraceOrder::Trajectory, true), vec![1, 2, 3]);
+    // ρ = 0.25: 1 is one away from 0 and two from 3.
+    assert_eq!(
+        mask(0.25, TraceOrder::Trajectory, true),
+        Vec::<usize>::new()
+    );
+    // Code order masks the earliest: cuts at 0, 1, 4 masked; 2 is nearest 1.
+    assert_eq!(mask(0.5, TraceOrder::Code, true), vec![0]);
+    // A tie (steps 1, 1, 2, 2 at ρ = 0.75: 3 is one from 2 and one from 4) masks more.
+    let pairs = [Some(1), Some(1), Some(2), Some(2)];
+    assert_eq!(
+        trace_block_mask(&pairs, 0..4, 0.75, TraceOrder::Trajectory, true),
+        vec![0, 1, 2, 3]
+    );
+    // One token a step (full-step rollouts): unchanged.
+    let spec = spec_steps();
+    assert_eq!(
+        trace_block_mask(&spec, 0..4, 0.5, TraceOrder::Trajectory, true),
+        trace_block_mask(&spec, 0..4, 0.5, TraceOrder::Trajectory, false)
+    );
+}
+
+#[test]
 fn trace_masking_in_code_order_masks_the_earliest_decoded() {
     let steps = spec_steps();
     let code: Vec<usize> = [0..4, 4..8]
         .into_iter()
-        .flat_map(|r| trace_block_mask(&steps, r, 0.5, TraceOrder::Code))
+        .flat_map(|r| trace_block_mask(&steps, r, 0.5, TraceOrder::Code, false))
         .collect();
     assert_eq!(code, vec![0, 1, 4, 5]); // decoded at steps 2, 1, 6, 5
 }
@@ -34,15 +63,15 @@ fn trace_masking_in_trajectory_order_masks_the_latest_decoded() {
     let steps = spec_steps();
     let traj: Vec<usize> = [0..4, 4..8]
         .into_iter()
-        .flat_map(|r| trace_block_mask(&steps, r, 0.5, TraceOrder::Trajectory))
+        .flat_map(|r| trace_block_mask(&steps, r, 0.5, TraceOrder::Trajectory, false))
         .collect();
     assert_eq!(traj, vec![2, 3, 6, 7]); // decoded at steps 4, 3, 8, 7
-    let all = trace_block_mask(&steps, 0..4, 1.0, TraceOrder::Trajectory);
+    let all = trace_block_mask(&steps, 0..4, 1.0, TraceOrder::Trajectory, false);
     assert_eq!(all, vec![0, 1, 2, 3]);
     // ⌊3·0.5⌋ = 1 of a block with one undecoded pad: the latest of the three.
     let partial = [Some(3), None, Some(1), Some(2)];
     assert_eq!(
-        trace_block_mask(&partial, 0..4, 0.5, TraceOrder::Trajectory),
+        trace_block_mask(&partial, 0..4, 0.5, TraceOrder::Trajectory, false),
         vec![0]
     );
 }
