@@ -38,11 +38,11 @@ if [ "${GPU_BENCH_DRY:-0}" = 1 ]; then
   device=cpu dtype=f32 python=.venv/bin/python
   small=tiny big=small batches=1,4,2 conc=1,4 hf_batches=1,2 prompt=16 gen=16 requests=8
   bandwidth=${GPU_BENCH_BW:-20} # nominal: the dry run checks the arithmetic, not this CPU
-  export LD_LIBRARY_PATH="$PWD/.venv/lib/python3.11/site-packages/torch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 else
   device=cuda dtype=bf16 python=python3
   small=sdar-1.7b big=sdar-4b batches=1,128,32,8 conc=1,32,128 hf_batches=1,32 prompt=256 gen=256
   requests=256
+  # The binary's rpath names this machine's libtorch; there, that machine's own PyTorch 2.11.
   torch_lib=$($python -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
   export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)

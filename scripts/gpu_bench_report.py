@@ -18,6 +18,14 @@ def load(path, default=None):
         return default
 
 
+def read_text(path, default):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return default
+
+
 def bench_rows(out, shape):
     report = load(os.path.join(out, f"bench-{shape}.json"), {"rows": []})
     return {(r["batch"], r["steps_per_block"]): r for r in report["rows"]}
@@ -93,10 +101,10 @@ def targets(out, small, big):
 def main():
     out, small, big = sys.argv[1:4]
     setup = load(os.path.join(out, "setup.json"), {})
-    gpu = open(os.path.join(out, "gpu.txt")).read().strip() if os.path.exists(os.path.join(out, "gpu.txt")) else "none (dry run)"
-    kv = open(os.path.join(out, f"kv-plan-{small}.txt")).read().strip() if os.path.exists(os.path.join(out, f"kv-plan-{small}.txt")) else "-"
-    check = os.path.join(out, "check.txt")
-    parity = [l.strip() for l in open(check) if "identical" in l or "DIFFER" in l] if os.path.exists(check) else []
+    gpu = read_text(os.path.join(out, "gpu.txt"), "none (dry run)")
+    kv = read_text(os.path.join(out, f"kv-plan-{small}.txt"), "-")
+    check = read_text(os.path.join(out, "check.txt"), "")
+    parity = [line.strip() for line in check.splitlines() if "identical" in line or "DIFFER" in line]
     rows, lines = [], ["# GPU serving benchmark (scripts/gpu-bench.sh)", "",
                        f"GPU: {gpu.splitlines()[-1] if gpu else '-'}; device {setup.get('device')}, "
                        f"dtype {setup.get('dtype')}, bound at {setup.get('bandwidth_gbs')} GB/s; "

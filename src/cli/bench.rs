@@ -92,18 +92,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         gen_tokens: args.gen_tokens,
         rows: Vec::new(),
     };
-    let element_bytes = kind.elt_size_in_bytes();
+    let traffic = MemoryTraffic::of(&loaded.config, kind);
     for &batch in &args.batch_sizes {
         for &steps in &args.steps {
             let (mut row, stats) = measure(&loaded.model, special, args, batch, steps)?;
-            let weights = loaded.config.weight_bytes_per_forward(element_bytes) as f64;
-            let kv = loaded.config.kv_bytes_per_position(element_bytes) as f64;
-            let forwards = stats.forwards.max(1) as f64;
-            let bytes = weights * forwards + kv * stats.key_positions as f64;
-            row.bytes_per_forward = bytes / forwards;
+            let bytes = traffic.bytes(&stats);
+            row.bytes_per_forward = bytes / stats.forwards.max(1) as f64;
             row.hbm_bound_percent = args
                 .hbm_bandwidth_gbs
-                .map(|gbs| bytes / (gbs * 1e9) / row.seconds * 100.0);
+                .map(|gbs| bound_percent(bytes, gbs, row.seconds));
             row.gpu_memory_used_bytes = gpu_memory_used(device);
             eprintln!("{}", format_row(&row));
             report.rows.push(row);
@@ -113,6 +110,34 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         }
     }
     Ok(report)
+}
+
+/// What a forward must read from device memory: the weights once, and each attended key's K/V.
+#[derive(Debug, Clone, Copy)]
+struct MemoryTraffic {
+    weights_per_forward: f64,
+    kv_per_key: f64,
+}
+
+impl MemoryTraffic {
+    fn of(config: &SdarConfig, kind: tch::Kind) -> Self {
+        let element = kind.elt_size_in_bytes();
+        Self {
+            weights_per_forward: config.weight_bytes_per_forward(element) as f64,
+            kv_per_key: config.kv_bytes_per_position(element) as f64,
+        }
+    }
+
+    /// Bytes a run with these counters read at the least.
+    fn bytes(&self, stats: &DecodeStats) -> f64 {
+        self.weights_per_forward * stats.forwards as f64
+            + self.kv_per_key * stats.key_positions as f64
+    }
+}
+
+/// The time `bytes` take at `gbs` GB/s, as % of the measured `seconds`.
+fn bound_percent(bytes: f64, gbs: f64, seconds: f64) -> f64 {
+    bytes / (gbs * 1e9) / seconds * 100.0
 }
 
 fn gpu_memory_used(device: tch::Device) -> Option<u64> {
@@ -239,4 +264,29 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
         eprintln!("[t3d] wrote {}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_read_of_sdar_1_7b_at_h200_bandwidth_is_the_issue_s_bound() {
+        // Issue 17: SDAR-1.7B in bf16 is ~3.44 GB; at 4.8 TB/s one read takes ~0.72 ms.
+        let traffic = MemoryTraffic::of(&SdarConfig::sdar_1_7b(), tch::Kind::BFloat16);
+        let one_forward = DecodeStats {
+            forwards: 1,
+            ..DecodeStats::default()
+        };
+        let weights = traffic.bytes(&one_forward);
+        assert_eq!(weights, 1_720_574_976.0 * 2.0);
+        assert!((bound_percent(weights, 4800.0, 0.000_717) - 100.0).abs() < 0.1);
+        assert!((bound_percent(weights, 4800.0, 0.001_434) - 50.0).abs() < 0.1);
+        // 28 layers x (K + V) x 8 heads x 128 x 2 bytes per attended key.
+        let with_keys = DecodeStats {
+            key_positions: 1000,
+            ..one_forward
+        };
+        assert_eq!(traffic.bytes(&with_keys) - weights, 1000.0 * 114_688.0);
+    }
 }

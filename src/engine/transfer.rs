@@ -117,8 +117,9 @@ pub fn download_f32(tensor: &Tensor) -> Vec<f32> {
         .to_device(Device::Cpu)
         .to_kind(Kind::Float)
         .flatten(0, -1);
-    // A contiguous 1-D float tensor always converts.
-    Vec::<f32>::try_from(host).unwrap_or_default()
+    // A 1-D float tensor on the CPU always converts; a failure would be libtorch's, and the
+    // caller's forward guard reports it.
+    Vec::<f32>::try_from(host).expect("a 1-D f32 tensor converts to Vec<f32>")
 }
 
 #[cfg(test)]
