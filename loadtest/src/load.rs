@@ -31,22 +31,27 @@ pub struct Load {
 }
 
 impl Load {
-    async fn one(&self, grpc_client: Option<&mut grpc::Client>) -> Sample {
+    /// One request, stamped with when it ended from `level_start`.
+    async fn one(&self, grpc_client: Option<&mut grpc::Client>, level_start: Instant) -> Sample {
         let (path, body) = self.scenario.draw(&self.extra);
-        match grpc_client {
+        let mut sample = match grpc_client {
             Some(c) => grpc::one_request(c, &body, self.target.api_key.as_deref()).await,
             None => send(&self.client, &self.target, path, &body).await,
-        }
+        };
+        sample.ended = level_start.elapsed();
+        sample
     }
 
-    fn limits(&self) -> (Instant, usize) {
+    /// The level's start, its deadline and its request count.
+    fn limits(&self) -> (Instant, Instant, usize) {
         let duration = Duration::from_secs_f64(self.scenario.duration_s);
-        (Instant::now() + duration, self.scenario.requests)
+        let start = Instant::now();
+        (start, start + duration, self.scenario.requests)
     }
 
     /// `concurrency` workers back to back.
     pub async fn closed_loop(&self, concurrency: usize) -> Vec<Sample> {
-        let (deadline, requests) = self.limits();
+        let (start, deadline, requests) = self.limits();
         let issued = AtomicUsize::new(0);
         let workers = (0..concurrency).map(|_| {
             let mut grpc_client = self.grpc.clone();
@@ -55,7 +60,7 @@ impl Load {
                 let mut samples = Vec::new();
                 while Instant::now() < deadline && issued.fetch_add(1, Ordering::SeqCst) < requests
                 {
-                    samples.push(self.one(grpc_client.as_mut()).await);
+                    samples.push(self.one(grpc_client.as_mut(), start).await);
                 }
                 samples
             }
@@ -69,7 +74,7 @@ impl Load {
 
     /// Poisson arrivals at `rate` per second (HTTP only).
     pub async fn open_loop(&self, rate: f64) -> Vec<Sample> {
-        let (deadline, requests) = self.limits();
+        let (start, deadline, requests) = self.limits();
         let mut tasks = tokio::task::JoinSet::new();
         let mut next = Instant::now();
         for _ in 0..requests {
@@ -80,7 +85,7 @@ impl Load {
             }
             tokio::time::sleep_until(next.into()).await;
             let load = self.clone();
-            tasks.spawn(async move { load.one(None).await });
+            tasks.spawn(async move { load.one(None, start).await });
         }
         let mut samples = Vec::with_capacity(tasks.len());
         while let Some(done) = tasks.join_next().await {

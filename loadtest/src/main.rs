@@ -157,7 +157,8 @@ async fn level(
     tokio::time::sleep(Duration::from_millis(200)).await;
     let after = scrape::scrape(&load.client, &load.target.url).await;
     let slo = Duration::from_secs_f64(load.scenario.slo_ms / 1000.0);
-    let mut report = Report::new(name, rate, &samples, wall, slo);
+    let window = Duration::from_secs_f64(load.scenario.duration_s);
+    let mut report = Report::new(name, rate, &samples, (window, wall), slo);
     for (cause, n) in &report.lost_by_cause {
         eprintln!("{}: {n} lost: {cause}", report.level);
     }

@@ -50,6 +50,7 @@ pub fn write(dir: &Path, command: &str, reports: &[Report]) -> anyhow::Result<()
         &[
             ("offered", pick(&|r| r.offered_rps)),
             ("completed", pick(&|r| r.completed_rps)),
+            ("completed in window", pick(&|r| r.completed_in_window_rps)),
             ("goodput (within SLO)", pick(&|r| r.goodput_rps)),
         ],
     )

@@ -20,6 +20,8 @@ pub struct Sample {
     error: Option<String>,
     /// Tries it took (more than one only with back-off).
     pub attempts: u32,
+    /// When it ended, from the start of its level.
+    pub ended: Duration,
 }
 
 impl Sample {
@@ -126,8 +128,13 @@ pub struct Report {
     pub lost_by_cause: BTreeMap<String, usize>,
     /// Wall time of the level (s).
     pub seconds: f64,
-    /// Completed requests per second.
+    /// Completed requests per second (over the whole wall time, the drain after the offered
+    /// window included).
     pub completed_rps: f64,
+    /// Requests completed while the load was offered, per second of that window: the server's
+    /// rate under the load (with back-off, retries keep arriving after the window and stretch
+    /// the wall time, so `completed_rps` understates it).
+    pub completed_in_window_rps: f64,
     /// Completed within the SLO, per second.
     pub goodput_rps: f64,
     /// The latency SLO of `goodput_rps` (ms).
@@ -145,12 +152,13 @@ pub struct Report {
 }
 
 impl Report {
-    /// Summarises `samples` taken over `wall` at `offered_rps` (None: the send rate).
+    /// Summarises `samples` offered for `window` (their level's duration) and ended within
+    /// `wall` at `offered_rps` (None: the send rate).
     pub fn new(
         level: String,
         offered_rps: Option<f64>,
         samples: &[Sample],
-        wall: Duration,
+        (window, wall): (Duration, Duration),
         slo: Duration,
     ) -> Self {
         let ok: Vec<&Sample> = samples.iter().filter(|s| s.is_ok()).collect();
@@ -162,6 +170,8 @@ impl Report {
             *by_status.entry(s.status).or_insert(0) += 1;
         }
         let good = ok.iter().filter(|s| s.latency <= slo).count();
+        let window = window.min(wall);
+        let in_window = ok.iter().filter(|s| s.ended <= window).count();
         Self {
             level,
             offered_rps: offered_rps.unwrap_or(samples.len() as f64 / seconds),
@@ -177,6 +187,7 @@ impl Report {
             lost_by_cause: lost_by_cause(samples),
             seconds,
             completed_rps: ok.len() as f64 / seconds,
+            completed_in_window_rps: in_window as f64 / window.as_secs_f64().max(1e-9),
             goodput_rps: good as f64 / seconds,
             slo_ms: ms(&slo),
             tokens_per_second: tokens as f64 / seconds,
@@ -197,7 +208,7 @@ impl Report {
 
     /// Markdown table header.
     pub fn header() -> String {
-        "| level | offered/s | sent | done | lost | statuses | done/s | goodput/s | tokens/s | TTFB p50/p90/p99 ms | between blocks p50/p90/p99 ms | latency p50/p90/p99 ms | server agrees |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|".into()
+        "| level | offered/s | sent | done | lost | statuses | done/s | done/s in window | goodput/s | tokens/s | TTFB p50/p90/p99 ms | between blocks p50/p90/p99 ms | latency p50/p90/p99 ms | server agrees |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".into()
     }
 
     /// One table row.
@@ -213,7 +224,7 @@ impl Report {
             .as_ref()
             .map_or("-", |s| if s.counts_agree { "yes" } else { "NO" });
         format!(
-            "| {} | {:.1} | {} | {} | {} | {} | {:.1} | {:.1} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {:.1} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {} | {} | {} | {} |",
             self.level,
             self.offered_rps,
             self.sent,
@@ -221,6 +232,7 @@ impl Report {
             self.lost,
             statuses.join(" "),
             self.completed_rps,
+            self.completed_in_window_rps,
             self.goodput_rps,
             self.tokens_per_second,
             p(&self.time_to_first_block_ms),
@@ -258,6 +270,8 @@ mod tests {
         let ms = Duration::from_millis;
         let mut slow = Sample::ok(ms(100), ms(3000), 8);
         slow.gaps = vec![ms(40), ms(60)];
+        // Ended after the 1.5 s the load was offered (a retried request, say).
+        slow.ended = ms(1600);
         let samples = vec![
             Sample::ok(ms(10), ms(100), 32),
             slow,
@@ -273,7 +287,7 @@ mod tests {
             "c=4".into(),
             None,
             &samples,
-            Duration::from_secs(2),
+            (ms(1500), Duration::from_secs(2)),
             ms(2000),
         );
         assert_eq!((r.sent, r.completed, r.lost), (6, 2, 3));
@@ -287,6 +301,12 @@ mod tests {
             (r.completed_rps, r.goodput_rps, r.tokens_per_second),
             (1.0, 0.5, 20.0)
         );
+        // One of the two completions ended inside the 1.5 s window.
+        assert!((r.completed_in_window_rps - 1.0 / 1.5).abs() < 1e-12);
+        // A window longer than the wall time (the level ended on its request count) is cut
+        // to the wall time.
+        let r = Report::new("c=4".into(), None, &samples, (ms(9000), ms(2000)), ms(2000));
+        assert_eq!(r.completed_in_window_rps, 1.0);
         assert_eq!(r.inter_block_ms.p99, 60.0);
         assert_eq!(Report::answered_attempts(&samples), 3);
         assert!(r.row().contains("200:2 429:1"));
