@@ -76,7 +76,7 @@ impl Load {
     pub async fn open_loop(&self, rate: f64) -> Vec<Sample> {
         let (start, deadline, requests) = self.limits();
         let mut tasks = tokio::task::JoinSet::new();
-        let mut next = Instant::now();
+        let mut next = start;
         for _ in 0..requests {
             let gap: f64 = -(1.0 - rand::rng().random_range(0.0..1.0f64)).ln() / rate;
             next += Duration::from_secs_f64(gap);
