@@ -23,6 +23,7 @@ fn main() {
     let result = match &cli.command {
         Command::Generate(args) => generate::run_generate(args),
         Command::Init(args) => generate::run_init(args),
+        Command::Convert(args) => generate::run_convert(args),
         Command::Bench(args) => bench::run_bench(args),
         Command::Train(args) => train::run_train(args),
         Command::Eval(args) => train::run_eval(args),

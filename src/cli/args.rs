@@ -28,6 +28,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Write a randomly initialised SDAR checkpoint of a named shape (with a byte-level tokenizer).
     Init(InitArgs),
+    /// Rewrite a checkpoint with its weights in another dtype (bf16 halves it), other files kept.
+    Convert(ConvertArgs),
     /// Train a block-diffusion model from scratch on a bundled task (resumable).
     Train(TrainArgs),
     /// Score a model on a bundled task's held-out problems at several steps per block.
@@ -207,6 +209,20 @@ pub struct InitArgs {
     pub seed: i64,
     /// Weight dtype written: f32, bf16 or f16.
     #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+/// `t3d convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Checkpoint directory to read.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Checkpoint directory to write (may be `--model`: replaced atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Weight dtype written: f32, bf16 or f16.
+    #[arg(long, default_value = "bf16")]
     pub dtype: String,
 }
 

@@ -1,10 +1,10 @@
-//! The `generate` and `init` subcommands (the thin `main` dispatches here).
+//! The `generate`, `init` and `convert` subcommands (the thin `main` dispatches here).
 
 use std::time::Instant;
 
 use anyhow::Context;
 
-use super::args::{GenerateArgs, InitArgs};
+use super::args::{ConvertArgs, GenerateArgs, InitArgs};
 use super::common::{model_dir, setup_device};
 use crate::engine::recommended::recommended;
 use crate::engine::{generate, Generation, GenerationParams, SpecialIds};
@@ -100,6 +100,23 @@ pub fn run_init(args: &InitArgs) -> anyhow::Result<()> {
         args.out.display(),
         config.num_parameters(),
         args.shape
+    );
+    Ok(())
+}
+
+/// `t3d convert`: the checkpoint rewritten with its weights in `--dtype`.
+pub fn run_convert(args: &ConvertArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.dtype != "auto",
+        "--dtype must name a dtype (f32, bf16 or f16)"
+    );
+    let kind = parse_dtype(&args.dtype, tch::Device::Cpu).map_err(anyhow::Error::msg)?;
+    let bytes = crate::model::convert::convert(&args.model, &args.out, kind)?;
+    eprintln!(
+        "[t3d] wrote {} ({:.1} MB of {} weights)",
+        args.out.display(),
+        bytes as f64 / 1e6,
+        args.dtype
     );
     Ok(())
 }

@@ -106,8 +106,8 @@ pub struct EvalArgs {
     /// Write a PNG plot of accuracy against steps per block here.
     #[arg(long)]
     pub plot: Option<PathBuf>,
-    /// Write the setting with the most right answers per forward (at ≥ 2 tokens per forward) into
-    /// the model's config.json as its recommended decoding, as the distiller does.
+    /// Write the most accurate setting at ≥ 3 tokens per forward (else the fastest) into the
+    /// model's config.json as its recommended decoding, as the distiller does.
     #[arg(long)]
     pub recommend: bool,
     /// Print the first N questions with the served default's answers and whether they are right.

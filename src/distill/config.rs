@@ -90,9 +90,8 @@ pub struct DistillConfig {
     pub log_every: u64,
     /// Steps per block the student is served with when it is not evaluated (`eval_n` 0).
     pub serve_steps_per_block: usize,
-    /// The student is served with the evaluated setting at least this many tokens per forward
-    /// fast that gives the most right answers per forward (accuracy × tokens per forward; else
-    /// its fastest), written to its config as `t3d_decoding`.
+    /// The student is served with the most accurate evaluated setting at least this many tokens
+    /// per forward fast (else its fastest), written to its config as `t3d_decoding`.
     pub serve_min_tokens_per_forward: f64,
     /// Held-out problems scored at the end (0 = no evaluation).
     pub eval_n: usize,
@@ -133,7 +132,7 @@ impl Default for DistillConfig {
             eval_n: 1000,
             eval_steps: vec![1, 2, 4],
             eval_thresholds: vec![0.5, 0.7, 0.8, 0.9, 0.95],
-            eval_entropy_bounds: vec![0.1, 0.35, 1.0],
+            eval_entropy_bounds: vec![0.1, 0.35, 0.5, 0.7, 0.8, 0.9, 1.0],
         }
     }
 }

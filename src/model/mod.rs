@@ -1,5 +1,5 @@
 //! The SDAR model: `config.json` ([`SdarConfig`]), the Qwen3 transformer in tch ([`Sdar`]),
-//! checkpoint load/save in Hugging Face layout ([`checkpoint`]), and the tokenizer with its chat
+//! checkpoint load/save in Hugging Face layout ([`checkpoint`], [`convert`] between dtypes), and the tokenizer with its chat
 //! template and incremental detokeniser ([`tokenizer`]).
 //!
 //! Nothing here knows about decoding or scheduling: the model maps token ids, positions and an
@@ -9,6 +9,7 @@ pub mod char_tokenizer;
 pub mod chat_template;
 pub mod checkpoint;
 pub mod config;
+pub mod convert;
 pub mod generation_config;
 pub mod qwen3;
 pub mod rope;

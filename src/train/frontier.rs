@@ -1,7 +1,7 @@
 //! The accuracy / tokens-per-forward frontier of evaluated decoding settings (pure): which
 //! settings are Pareto-optimal, whether one model's frontier dominates another's over a range of
-//! speeds, the setting a checkpoint should be served with (the most right answers per forward),
-//! and seeds pooled into one curve.
+//! speeds, the setting a checkpoint should be served with (the most accurate above a speed
+//! floor), and seeds pooled into one curve.
 
 use super::eval::EvalRow;
 
@@ -68,19 +68,22 @@ pub fn dominates_over(a: &[Point], b: &[Point], lo: f64, hi: f64) -> Result<(), 
     Ok(())
 }
 
-/// The default speed floor of [`recommend`]: at least twice full-step decoding's one token per
-/// forward.
-pub const DEFAULT_MIN_TOKENS_PER_FORWARD: f64 = 2.0;
+/// The default speed floor of [`recommend`]: three times full-step decoding's one token per
+/// forward, the few-step regime this server is for (issue 16's rule).
+pub const DEFAULT_MIN_TOKENS_PER_FORWARD: f64 = 3.0;
 
-/// The setting to serve: among those at least `min_tokens_per_forward` fast, the one with the
-/// most right answers per forward (accuracy × tokens per forward: what a user buys per unit of
-/// compute), else the fastest.
+/// The setting to serve: among those at least `min_tokens_per_forward` fast, the most accurate
+/// (ties to the faster); when none is that fast, the fastest.
 pub fn recommend(rows: &[EvalRow], min_tokens_per_forward: f64) -> Option<&EvalRow> {
-    let yield_of = |r: &EvalRow| r.answer_accuracy * r.tokens_per_forward;
+    let accuracy_then_speed = |a: &&EvalRow, b: &&EvalRow| {
+        a.answer_accuracy
+            .total_cmp(&b.answer_accuracy)
+            .then(a.tokens_per_forward.total_cmp(&b.tokens_per_forward))
+    };
     let fast_enough = rows
         .iter()
         .filter(|r| r.tokens_per_forward >= min_tokens_per_forward)
-        .max_by(|a, b| yield_of(a).total_cmp(&yield_of(b)));
+        .max_by(accuracy_then_speed);
     fast_enough.or_else(|| {
         rows.iter()
             .max_by(|a, b| a.tokens_per_forward.total_cmp(&b.tokens_per_forward))

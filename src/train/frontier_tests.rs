@@ -27,6 +27,13 @@ fn row(steps: usize, threshold: Option<f64>, acc: f64, tpf: f64, n: usize) -> Ev
     }
 }
 
+fn entropy_row(bound: f64, acc: f64, tpf: f64) -> EvalRow {
+    EvalRow {
+        remasking: Remasking::EntropyBounded,
+        ..row(4, Some(bound), acc, tpf, 1000)
+    }
+}
+
 #[test]
 fn pareto_keeps_points_no_other_beats_on_both_axes() {
     // The committed models' measured settings (issue 16's table).
@@ -66,22 +73,29 @@ fn domination_is_checked_at_every_speed_of_the_other_frontier() {
 }
 
 #[test]
-fn recommend_maximises_right_answers_per_forward_above_the_speed_floor() {
-    // The committed student's measured settings: accuracy × tokens per forward is
-    // 0.89 (S=4), 2.58 (τ=0.7), 2.49 (τ=0.5), 2.52 (S=1).
+fn recommend_takes_the_most_accurate_setting_above_the_speed_floor() {
+    // The larger student's measured settings (one seed).
     let rows = [
-        row(4, None, 0.932, 0.96, 1000),
-        row(4, Some(0.7), 0.874, 2.95, 1000),
-        row(4, Some(0.5), 0.723, 3.44, 1000),
-        row(1, None, 0.696, 3.62, 1000),
+        row(4, None, 0.950, 0.96, 1000),
+        row(4, Some(0.7), 0.874, 3.05, 1000),
+        row(1, None, 0.710, 3.61, 1000),
+        entropy_row(0.8, 0.932, 3.01),
+        entropy_row(1.0, 0.910, 3.13),
     ];
-    assert_eq!(recommend(&rows, 2.0).unwrap().threshold, Some(0.7));
-    assert_eq!(recommend(&rows, 0.0).unwrap().threshold, Some(0.7));
-    // Above τ=0.7's speed, S=1's 2.52 beats τ=0.5's 2.49.
-    assert_eq!(recommend(&rows, 3.0).unwrap().steps_per_block, 1);
+    assert_eq!(recommend(&rows, 3.0).unwrap().decoding(), "H≤0.8");
+    // A lower floor admits full-step decoding, the most accurate of all.
+    assert_eq!(recommend(&rows, 0.0).unwrap().decoding(), "S=4");
+    // Above H≤0.8's speed, H≤1 is the most accurate.
+    assert_eq!(recommend(&rows, 3.1).unwrap().decoding(), "H≤1");
     // Nothing that fast: the fastest.
-    assert_eq!(recommend(&rows, 5.0).unwrap().steps_per_block, 1);
+    assert_eq!(recommend(&rows, 5.0).unwrap().decoding(), "S=1");
     assert!(recommend(&[], 3.0).is_none());
+    // Equal accuracy: the faster one.
+    let tie = [
+        row(4, Some(0.9), 0.9, 3.2, 1000),
+        row(4, Some(0.8), 0.9, 3.4, 1000),
+    ];
+    assert_eq!(recommend(&tie, 3.0).unwrap().decoding(), "τ=0.8");
 }
 
 #[test]
