@@ -1,7 +1,8 @@
 //! How load is offered: closed loop (N workers, each sending its next request when the last one
 //! is answered: a flood when N is far past capacity and nobody backs off) and open loop
-//! (Poisson arrivals at a fixed rate, whatever the server answers). Both stop at the level's
-//! request count or duration, whichever comes first.
+//! (Poisson arrivals at a fixed rate, whatever the server answers; each request records how late
+//! it went out against its schedule). Both stop at the level's request count or duration,
+//! whichever comes first.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -84,8 +85,13 @@ impl Load {
                 break;
             }
             tokio::time::sleep_until(next.into()).await;
+            let late = Instant::now().saturating_duration_since(next);
             let load = self.clone();
-            tasks.spawn(async move { load.one(None, start).await });
+            tasks.spawn(async move {
+                let mut sample = load.one(None, start).await;
+                sample.sent_late = late;
+                sample
+            });
         }
         let mut samples = Vec::with_capacity(tasks.len());
         while let Some(done) = tasks.join_next().await {

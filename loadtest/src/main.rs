@@ -162,6 +162,12 @@ async fn level(
     for (cause, n) in &report.lost_by_cause {
         eprintln!("{}: {n} lost: {cause}", report.level);
     }
+    if !report.generator_kept_up {
+        eprintln!(
+            "{}: the load generator fell behind its schedule (arrival lag p99 {:.0} ms): it offered less than asked, so this level measures the client as well as the server",
+            report.level, report.arrival_lag_ms.p99
+        );
+    }
     if let (Some(b), Some(a), None) = (before, after, &load.grpc) {
         report.server = Some(scrape::view(b, a, Report::answered_attempts(&samples)));
     }

@@ -26,6 +26,20 @@ pub fn write(dir: &Path, command: &str, reports: &[Report]) -> anyhow::Result<()
         md.push_str(&r.row());
         md.push('\n');
     }
+    let behind: Vec<&str> = reports
+        .iter()
+        .filter(|r| !r.generator_kept_up)
+        .map(|r| r.level.as_str())
+        .collect();
+    if !behind.is_empty() {
+        md.push_str(&format!(
+            "\n**The load generator fell behind its schedule** (arrival lag p99 over {} ms) at: {}. \
+             It offered less than asked there, so those levels measure the client as well as the \
+             server; run the generator on other cores or machines for them.\n",
+            crate::stats::ARRIVAL_LAG_LIMIT_MS,
+            behind.join(", ")
+        ));
+    }
     md.push_str("\n![latency](latency.png)\n![goodput](goodput.png)\n");
     std::fs::write(dir.join("report.md"), md)?;
     let x: Vec<f64> = reports.iter().map(|r| r.offered_rps).collect();

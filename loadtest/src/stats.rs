@@ -22,6 +22,9 @@ pub struct Sample {
     pub attempts: u32,
     /// When it ended, from the start of its level.
     pub ended: Duration,
+    /// How long after its scheduled arrival its first try went out (open loop; zero in a closed
+    /// loop): a generator that cannot keep its schedule offers less than its rate.
+    pub sent_late: Duration,
 }
 
 impl Sample {
@@ -88,6 +91,10 @@ pub fn percentiles(mut values: Vec<f64>) -> Percentiles {
     }
 }
 
+/// Arrival lag (p99, ms) past which a level is flagged: the generator did not offer the load
+/// it was asked to, so the level measures the client as much as the server.
+pub const ARRIVAL_LAG_LIMIT_MS: f64 = 50.0;
+
 /// What the server's `/metrics` said about one level.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ServerView {
@@ -147,6 +154,11 @@ pub struct Report {
     pub inter_block_ms: Percentiles,
     /// End-to-end latency of completed requests (ms).
     pub latency_ms: Percentiles,
+    /// How late requests went out against their scheduled arrival (ms; open loop).
+    pub arrival_lag_ms: Percentiles,
+    /// Whether the generator kept its schedule (arrival lag p99 within
+    /// [`ARRIVAL_LAG_LIMIT_MS`]).
+    pub generator_kept_up: bool,
     /// The server's own view, when `/metrics` was scraped.
     pub server: Option<ServerView>,
 }
@@ -172,6 +184,7 @@ impl Report {
         let good = ok.iter().filter(|s| s.latency <= slo).count();
         let window = window.min(wall);
         let in_window = ok.iter().filter(|s| s.ended <= window).count();
+        let lag = percentiles(samples.iter().map(|s| ms(&s.sent_late)).collect());
         Self {
             level,
             offered_rps: offered_rps.unwrap_or(samples.len() as f64 / seconds),
@@ -194,6 +207,8 @@ impl Report {
             time_to_first_block_ms: percentiles(ok.iter().map(|s| ms(&s.first_block)).collect()),
             inter_block_ms: percentiles(ok.iter().flat_map(|s| s.gaps.iter().map(ms)).collect()),
             latency_ms: percentiles(ok.iter().map(|s| ms(&s.latency)).collect()),
+            arrival_lag_ms: lag,
+            generator_kept_up: lag.p99 <= ARRIVAL_LAG_LIMIT_MS,
             server: None,
         }
     }
@@ -208,7 +223,7 @@ impl Report {
 
     /// Markdown table header.
     pub fn header() -> String {
-        "| level | offered/s | sent | done | lost | statuses | done/s | done/s in window | goodput/s | tokens/s | TTFB p50/p90/p99 ms | between blocks p50/p90/p99 ms | latency p50/p90/p99 ms | server agrees |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".into()
+        "| level | offered/s | arrival lag p99 ms | sent | done | lost | statuses | done/s | done/s in window | goodput/s | tokens/s | TTFB p50/p90/p99 ms | between blocks p50/p90/p99 ms | latency p50/p90/p99 ms | server agrees |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".into()
     }
 
     /// One table row.
@@ -223,10 +238,16 @@ impl Report {
             .server
             .as_ref()
             .map_or("-", |s| if s.counts_agree { "yes" } else { "NO" });
+        let lag = if self.generator_kept_up {
+            format!("{:.1}", self.arrival_lag_ms.p99)
+        } else {
+            format!("**{:.1} (behind)**", self.arrival_lag_ms.p99)
+        };
         format!(
-            "| {} | {:.1} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {:.1} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {} | {} | {} | {} |",
             self.level,
             self.offered_rps,
+            lag,
             self.sent,
             self.completed,
             self.lost,
@@ -310,5 +331,28 @@ mod tests {
         assert_eq!(r.inter_block_ms.p99, 60.0);
         assert_eq!(Report::answered_attempts(&samples), 3);
         assert!(r.row().contains("200:2 429:1"));
+        assert!(r.generator_kept_up && r.row().contains("| 0.0 |"));
+    }
+
+    #[test]
+    fn a_generator_behind_its_schedule_is_flagged() {
+        let ms = Duration::from_millis;
+        let mut samples: Vec<Sample> = (0..100).map(|_| Sample::ok(ms(5), ms(50), 4)).collect();
+        let window = (Duration::from_secs(1), Duration::from_secs(1));
+        let on_time = Report::new("rate=100/s".into(), Some(100.0), &samples, window, ms(500));
+        assert!(on_time.generator_kept_up);
+        // Two arrivals in a hundred went out 80 ms late: p99 is past the limit.
+        for s in &mut samples[..2] {
+            s.sent_late = ms(80);
+        }
+        let behind = Report::new("rate=100/s".into(), Some(100.0), &samples, window, ms(500));
+        assert_eq!(behind.arrival_lag_ms.p99, 80.0);
+        assert!(!behind.generator_kept_up);
+        assert!(behind.row().contains("**80.0 (behind)**"));
+        // One late arrival in a hundred is past the (nearest-rank) p99: not flagged.
+        samples[0].sent_late = ms(0);
+        let one_late = Report::new("rate=100/s".into(), Some(100.0), &samples, window, ms(500));
+        assert_eq!(one_late.arrival_lag_ms.p99, 0.0);
+        assert!(one_late.generator_kept_up);
     }
 }
