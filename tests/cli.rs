@@ -1,5 +1,5 @@
-//! The `t3d` binary end to end: `init` + `generate` + `bench`, one-line errors for bad input,
-//! and the CUDA link that `build.rs` forces.
+//! The `t3d` binary end to end: `init` + `generate` + `bench` + `convert`, one-line errors for
+//! bad input, and the CUDA link that `build.rs` forces.
 
 use std::process::{Command, Output};
 
@@ -58,7 +58,10 @@ fn bad_input_gets_a_one_line_error() {
     let model = dir.path().join("tiny");
     let model = model.to_str().unwrap();
     assert!(t3d(&["init", "--out", model]).status.success());
-    let cases: [(&[&str], &str); 4] = [
+    let absent = dir.path().join("absent");
+    let converted = dir.path().join("converted");
+    let (absent, converted) = (absent.to_str().unwrap(), converted.to_str().unwrap());
+    let cases: [(&[&str], &str); 6] = [
         (
             &["generate", "--model", "/nonexistent", "--prompt", "x"],
             "config.json",
@@ -82,6 +85,16 @@ fn bad_input_gets_a_one_line_error() {
             "top_p",
         ),
         (&["bench", "--shape", "huge"], "unknown shape"),
+        (
+            &["convert", "--model", absent, "--out", converted],
+            "config.json: No such file",
+        ),
+        (
+            &[
+                "convert", "--model", model, "--out", converted, "--dtype", "f8",
+            ],
+            "unknown dtype",
+        ),
     ];
     for (args, needle) in cases {
         let out = t3d(args);
@@ -92,8 +105,54 @@ fn bad_input_gets_a_one_line_error() {
             .find(|l| l.starts_with("error: "))
             .unwrap_or_else(|| panic!("{args:?}: {err}"));
         assert!(line.contains(needle), "{args:?}: {line}");
+        // The cause is said once, not repeated by the error chain.
+        assert!(line.matches("(os error").count() <= 1, "{line}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+    assert!(
+        !std::path::Path::new(converted).exists(),
+        "a failed convert wrote {converted}"
+    );
+}
+
+#[test]
+fn convert_writes_a_bf16_copy_that_generates_like_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f32_dir, bf16_dir) = (dir.path().join("f32"), dir.path().join("bf16"));
+    let (f32_dir, bf16_dir) = (f32_dir.to_str().unwrap(), bf16_dir.to_str().unwrap());
+    assert!(t3d(&["init", "--out", f32_dir, "--seed", "5"])
+        .status
+        .success());
+    let out = t3d(&["convert", "--model", f32_dir, "--out", bf16_dir]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("of bf16 weights"), "{}", stderr(&out));
+    let size = |d: &str| {
+        std::fs::metadata(std::path::Path::new(d).join("model.safetensors"))
+            .unwrap()
+            .len()
+    };
+    assert!(
+        size(bf16_dir) * 10 < size(f32_dir) * 6,
+        "{} vs {}",
+        size(bf16_dir),
+        size(f32_dir)
+    );
+    for file in ["tokenizer.json", "tokenizer_config.json"] {
+        assert!(
+            std::path::Path::new(bf16_dir).join(file).exists(),
+            "{file} not copied"
+        );
+    }
+    let generated = t3d(&[
+        "generate",
+        "--model",
+        bf16_dir,
+        "--prompt",
+        "Hi",
+        "--max-tokens",
+        "8",
+    ]);
+    assert!(generated.status.success(), "{}", stderr(&generated));
 }
 
 #[test]
