@@ -3,7 +3,7 @@
 # (configs/distill.json, distillation seed 10086: regenerates the committed student), then the
 # same recipe at distillation seeds 1 and 2, and the strongest baseline (`sft`) at the same three
 # seeds, all on the seed-10086 run's trajectories. Each student lands in runs/students/NAME with
-# its eval.json (static S = 1, 2, 4, five thresholds, three entropy bounds); wall times in
+# its eval.json (static S = 1, 2, 4, five thresholds, seven entropy bounds); wall times in
 # runs/NAME.wall, logs in runs/distill-NAME.log. RUNS picks a subset (and the order).
 set -euo pipefail
 cd "$(dirname "$0")/.."

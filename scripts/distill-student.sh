@@ -12,6 +12,12 @@ timed() { local name=$1; shift; /usr/bin/time -f "%e" -o "runs/$name.wall" "$@" 
 timed t3d $bin distill --config configs/distill.json --objective t3d \
   --out models/arith-student --run-dir runs/arith-student --report runs/t3d.report.json
 cp runs/arith-student/distill_log.jsonl models/arith-student/distill_log.jsonl
+# The committed copy is stored in bf16 (5.2 MB); its evaluation and recommended decoding are
+# re-derived from the stored weights.
+$bin convert --model models/arith-student --out models/arith-student --dtype bf16
+$bin eval --model models/arith-student --steps 1,2,4 --thresholds 0.5,0.7,0.8,0.9,0.95,0.99 \
+  --entropy-bounds 0.1,0.35,0.5,0.7,0.8,0.9,1.0 --recommend --json models/arith-student/eval.json \
+  | tee models/arith-student/eval.md
 for objective in ${BASELINES:-sft td ddo}; do
   timed "$objective" $bin distill --config configs/distill.json --objective "$objective" \
     --trajectories runs/arith-student/trajectories.jsonl \
