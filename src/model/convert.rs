@@ -1,6 +1,7 @@
 //! Rewriting a checkpoint in another weight dtype (`t3d convert`): the weights are loaded as the
 //! target dtype and saved atomically beside every other file of the checkpoint (tokenizer,
-//! recommended decoding, evaluation reports), so a bf16 copy serves exactly like the original.
+//! recommended decoding, evaluation reports), so a bf16 copy serves with the same tokenizer and
+//! decoding as the original. A sharded checkpoint is written in shards of at most 5 GB.
 
 use std::path::Path;
 
@@ -9,12 +10,18 @@ use tch::{Device, Kind};
 use super::checkpoint::{self, SaveOptions, COMPANION_FILES};
 use super::ModelError;
 
+/// Shard size of a converted checkpoint that was sharded (Hugging Face's usual 5 GB).
+const SHARD_BYTES: usize = 5 << 30;
+
 /// Writes `src` to `out` with its weights in `kind` (`out` may be `src`: the weights are read
 /// before anything is written, and the swap is atomic). Returns the weight bytes written.
 pub fn convert(src: &Path, out: &Path, kind: Kind) -> Result<usize, ModelError> {
     let loaded = checkpoint::load(src, Device::Cpu, kind)?;
     let opts = SaveOptions {
-        max_shard_bytes: None,
+        max_shard_bytes: src
+            .join("model.safetensors.index.json")
+            .exists()
+            .then_some(SHARD_BYTES),
         tokenizer_from: Some(src.to_path_buf()),
         extra_files: other_files(src)?,
     };
