@@ -35,6 +35,10 @@ pub fn convert(src: &Path, out: &Path, kind: Kind) -> Result<usize, ModelError> 
     Ok(bytes)
 }
 
+/// Weight files of other formats (PyTorch pickles) left out of a copy: they would keep the old
+/// weights beside the converted ones.
+const OTHER_WEIGHT_SUFFIXES: [&str; 3] = [".bin", ".pt", ".pth"];
+
 /// The regular files of `dir` that are neither weights, config nor companions (those are
 /// written by [`checkpoint::save`]): reports and logs a checkpoint carries.
 fn other_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, ModelError> {
@@ -48,7 +52,8 @@ fn other_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, ModelError> {
             || name.ends_with(".safetensors")
             || name == "model.safetensors.index.json"
             || COMPANION_FILES.contains(&name.as_str());
-        if written_by_save || !path.is_file() {
+        let stale_weights = OTHER_WEIGHT_SUFFIXES.iter().any(|s| name.ends_with(s));
+        if written_by_save || stale_weights || !path.is_file() {
             continue;
         }
         let bytes = std::fs::read(&path).map_err(|e| ModelError::io(&path, e))?;
@@ -81,6 +86,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (src, out) = (tmp.path().join("f32"), tmp.path().join("bf16"));
         let original = tiny_checkpoint(&src);
+        std::fs::write(src.join("pytorch_model.bin"), b"old weights").unwrap();
         let f32_bytes = convert(&src, &tmp.path().join("f32-again"), Kind::Float).unwrap();
         let bf16_bytes = convert(&src, &out, Kind::BFloat16).unwrap();
         assert_eq!(2 * bf16_bytes, f32_bytes);
@@ -96,6 +102,10 @@ mod tests {
         assert_eq!(
             std::fs::read(out.join("eval.json")).unwrap(),
             b"{\"rows\": []}"
+        );
+        assert!(
+            !out.join("pytorch_model.bin").exists(),
+            "stale weights copied"
         );
         let config: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();

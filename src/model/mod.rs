@@ -1,6 +1,6 @@
 //! The SDAR model: `config.json` ([`SdarConfig`]), the Qwen3 transformer in tch ([`Sdar`]),
-//! checkpoint load/save in Hugging Face layout ([`checkpoint`], [`convert`] between dtypes), and the tokenizer with its chat
-//! template and incremental detokeniser ([`tokenizer`]).
+//! checkpoint load/save in Hugging Face layout ([`checkpoint`], [`convert`] between dtypes), and
+//! the tokenizer with its chat template and incremental detokeniser ([`tokenizer`]).
 //!
 //! Nothing here knows about decoding or scheduling: the model maps token ids, positions and an
 //! attention mask to logits, reading and writing keys/values through a [`KvBinding`].
