@@ -12,6 +12,7 @@ use anyhow::Context;
 use super::args::{DistillArgs, PromptArgs, RolloutArgs};
 use super::common::{bundled_model, setup_device};
 use crate::distill::config::DistillConfig;
+use crate::distill::filter::keep_correct;
 use crate::distill::rollout::{
     questions_of, read_questions, read_trajectories, rollout, write_trajectories, Trajectory,
 };
@@ -116,7 +117,10 @@ pub fn run_distill(args: &DistillArgs) -> anyhow::Result<()> {
     let status = args.status_file.as_deref();
     report_phase(status, "rollout")?;
     let (teacher, device) = load_teacher(&args.source)?;
-    let trajectories = trajectories_for(args, &cfg, &teacher, &run_dir)?;
+    let mut trajectories = trajectories_for(args, &cfg, &teacher, &run_dir)?;
+    if cfg.keep_correct {
+        trajectories = keep_correct_only(trajectories, &teacher.tokenizer)?;
+    }
     let opts = DistillOptions {
         teacher: teacher.dir.clone(),
         run_dir,
@@ -194,6 +198,21 @@ fn trajectories_for(
     let trajectories = roll_out(&args.source, cfg, teacher)?;
     write_trajectories(&saved, &trajectories)?;
     Ok(trajectories)
+}
+
+/// The trajectories with a correct answer (`keep_correct`), saying how many were dropped.
+fn keep_correct_only(
+    trajectories: Vec<Trajectory>,
+    tokenizer: &TextTokenizer,
+) -> anyhow::Result<Vec<Trajectory>> {
+    let total = trajectories.len();
+    let filtered = keep_correct(trajectories, |ids| Ok(tokenizer.decode(ids, true)?))?;
+    eprintln!(
+        "[t3d] keep_correct: training on {} of {total} trajectories ({} with a wrong answer dropped)",
+        filtered.kept.len(),
+        filtered.dropped
+    );
+    Ok(filtered.kept)
 }
 
 fn evaluate_student(

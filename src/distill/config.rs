@@ -50,6 +50,9 @@ pub struct DistillConfig {
     pub objective: Objective,
     /// How the teacher decodes the training prompts.
     pub rollout: RolloutConfig,
+    /// Train only on the trajectories whose final answer the bundled task's checker accepts
+    /// (rejection sampling; the prompts must be task problems).
+    pub keep_correct: bool,
     /// Training block size (0 = the rollout's, spec bug §8.2).
     pub block_size: usize,
     /// How x_t is built from a trajectory (`t3d`, `ddo`, `td`).
@@ -108,6 +111,7 @@ impl Default for DistillConfig {
         Self {
             objective: Objective::T3d,
             rollout: RolloutConfig::default(),
+            keep_correct: false,
             block_size: 0,
             noise: NoiseConfig::default(),
             alpha: 0.5,

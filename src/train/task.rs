@@ -87,6 +87,13 @@ impl Problem {
         join_operands(&self.operands)
     }
 
+    /// The problem a question asks (`17+4+32+9`), if it is one: the inverse of [`Self::question`].
+    pub fn from_question(question: &str) -> Option<Self> {
+        let operands = question.trim().split('+').map(|v| v.parse().ok());
+        let operands = operands.collect::<Option<Vec<u32>>>()?;
+        (operands.len() >= 2).then_some(Self { operands })
+    }
+
     /// The sum.
     pub fn answer(&self) -> u64 {
         self.operands.iter().map(|&v| u64::from(v)).sum()
@@ -293,6 +300,19 @@ mod tests {
     fn problem(ops: &[u32]) -> Problem {
         Problem {
             operands: ops.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_question_parses_back_to_its_problem_and_other_text_does_not() {
+        let p = problem(&[17, 4, 32, 9]);
+        assert_eq!(Problem::from_question(&p.question()), Some(p));
+        for not_a_problem in ["17", "17+", "17+x", "What is 2+2?", ""] {
+            assert_eq!(
+                Problem::from_question(not_a_problem),
+                None,
+                "{not_a_problem:?}"
+            );
         }
     }
 
