@@ -1,5 +1,6 @@
 //! The `t3d` binary end to end: `init` + `generate` + `bench` + `convert`, one-line errors for
-//! bad input, and the CUDA link that `build.rs` forces.
+//! bad input (a `distill` filter that cannot check its prompts included), and the CUDA link that
+//! `build.rs` forces.
 
 use std::process::{Command, Output};
 
@@ -215,4 +216,40 @@ fn binary_links_libtorch_cuda_when_libtorch_has_it() {
         dynamic.contains("[libtorch_cuda.so]"),
         "--as-needed dropped libtorch_cuda:\n{dynamic}"
     );
+}
+
+#[test]
+fn keep_correct_refuses_prompts_it_cannot_check_and_writes_no_student() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("prompts.jsonl");
+    std::fs::write(
+        &prompts,
+        "{\"question\": \"What is the capital of France?\"}\n",
+    )
+    .unwrap();
+    let (run, out) = (dir.path().join("run"), dir.path().join("student"));
+    let output = t3d(&[
+        "distill",
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--set",
+        "keep_correct=true",
+        "--set",
+        "rollout.max_tokens=8",
+        "--threads",
+        "1",
+        "--run-dir",
+        run.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = stderr(&output);
+    assert!(!output.status.success(), "{err}");
+    let line = err.lines().find(|l| l.starts_with("error: ")).expect(&err);
+    assert!(
+        line.contains("trajectory 1 asks \"What is the capital of France?\"")
+            && line.contains("not a problem of the bundled task"),
+        "{line}"
+    );
+    assert!(!out.exists(), "a refused distillation wrote a student");
 }
