@@ -252,4 +252,9 @@ fn keep_correct_refuses_prompts_it_cannot_check_and_writes_no_student() {
         "{line}"
     );
     assert!(!out.exists(), "a refused distillation wrote a student");
+    // Refused before the teacher decoded anything, not after a rollout.
+    assert!(
+        !run.join("trajectories.jsonl").exists(),
+        "rolled out prompts it then refused"
+    );
 }

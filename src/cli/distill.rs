@@ -12,7 +12,7 @@ use anyhow::Context;
 use super::args::{DistillArgs, PromptArgs, RolloutArgs};
 use super::common::{bundled_model, setup_device};
 use crate::distill::config::DistillConfig;
-use crate::distill::filter::keep_correct;
+use crate::distill::filter::{checkable_problem, keep_correct};
 use crate::distill::rollout::{
     questions_of, read_questions, read_trajectories, rollout, write_trajectories, Trajectory,
 };
@@ -66,6 +66,11 @@ fn roll_out(
             questions_of(&problems)
         }
     };
+    if cfg.keep_correct {
+        for (i, question) in questions.iter().enumerate() {
+            checkable_problem(i, question)?;
+        }
+    }
     let mut rollout_cfg = cfg.rollout;
     if rollout_cfg.max_tokens == 0 {
         rollout_cfg.max_tokens = max_completion_tokens(&teacher.task);

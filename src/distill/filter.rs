@@ -28,14 +28,7 @@ pub fn keep_correct(
     let total = trajectories.len();
     let mut kept = Vec::with_capacity(total);
     for (i, trajectory) in trajectories.into_iter().enumerate() {
-        let Some(problem) = Problem::from_question(&trajectory.question) else {
-            anyhow::bail!(
-                "keep_correct: trajectory {} asks {:?}, which is not a problem of the bundled \
-                 task (only its answers can be checked)",
-                i + 1,
-                trajectory.question
-            );
-        };
+        let problem = checkable_problem(i, &trajectory.question)?;
         if check(&problem, &decode(&trajectory.completion_ids)?).answer_correct {
             kept.push(trajectory);
         }
@@ -46,6 +39,19 @@ pub fn keep_correct(
     );
     let dropped = total - kept.len();
     Ok(Filtered { kept, dropped })
+}
+
+/// The problem that question `index` (0-based) asks, or the error `keep_correct` gives for a
+/// prompt it cannot check. The distiller also runs it over the prompts before a rollout, so a
+/// free-form prompt set fails before the teacher decodes it, not after.
+pub fn checkable_problem(index: usize, question: &str) -> anyhow::Result<Problem> {
+    Problem::from_question(question).ok_or_else(|| {
+        anyhow::anyhow!(
+            "keep_correct: trajectory {} asks {question:?}, which is not a problem of the bundled \
+             task (only its answers can be checked)",
+            index + 1
+        )
+    })
 }
 
 #[cfg(test)]
