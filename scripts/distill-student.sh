@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# The reproduction of docs/results.md on CPU: T3D-distils the committed teacher into
-# models/arith-student (rollout of 16384 training prompts + 2000 steps + eval, timed), then
-# trains the sft, td and ddo baselines with the same config, trajectories and budget, and
-# writes the comparison table and plot. Logs: runs/distill-*.log.
+# The reproduction of docs/results.md on CPU: T3D-distils the committed teacher in two self-play
+# rounds into models/arith-student. Round 1: the teacher rolls out 16384 training prompts and is
+# distilled on its correct trajectories (2000 steps); round 2: that student rolls out 16384 fresh
+# training prompts (prompt seed 2) and is distilled again on its own correct trajectories. Then
+# the sft, td and ddo baselines are trained on round 1's trajectories with the same config and
+# budget, and the comparison table and plot are written. Logs: runs/distill-*.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release
 bin=./target/release/t3d
 mkdir -p runs/students docs
 timed() { local name=$1; shift; /usr/bin/time -f "%e" -o "runs/$name.wall" "$@" > "runs/distill-$name.log" 2>&1; }
+timed t3d-round1 $bin distill --config configs/distill.json --objective t3d \
+  --out runs/students/t3d-round1 --run-dir runs/arith-student-round1 --report runs/t3d-round1.report.json
 timed t3d $bin distill --config configs/distill.json --objective t3d \
+  --teacher runs/students/t3d-round1 --prompt-seed 2 \
   --out models/arith-student --run-dir runs/arith-student --report runs/t3d.report.json
 cp runs/arith-student/distill_log.jsonl models/arith-student/distill_log.jsonl
 # The committed copy is stored in bf16 (5.2 MB); its evaluation and recommended decoding are
@@ -20,7 +25,7 @@ $bin eval --model models/arith-student --steps 1,2,4 --thresholds 0.5,0.7,0.8,0.
   | tee models/arith-student/eval.md
 for objective in ${BASELINES:-sft td ddo}; do
   timed "$objective" $bin distill --config configs/distill.json --objective "$objective" \
-    --trajectories runs/arith-student/trajectories.jsonl \
+    --trajectories runs/arith-student-round1/trajectories.jsonl \
     --out "runs/students/$objective" --run-dir "runs/distill-$objective" --report "runs/$objective.report.json"
 done
 evals=(--eval "teacher=models/arith-teacher/eval.json")
@@ -29,4 +34,4 @@ for objective in sft td ddo; do
 done
 evals+=(--eval "t3d=models/arith-student/eval.json")
 $bin compare "${evals[@]}" --plot docs/results.png | tee runs/results-table.md
-for name in t3d sft td ddo; do [[ -f "runs/$name.wall" ]] && echo "$name: $(cat "runs/$name.wall") s wall"; done
+for name in t3d-round1 t3d sft td ddo; do [[ -f "runs/$name.wall" ]] && echo "$name: $(cat "runs/$name.wall") s wall"; done
