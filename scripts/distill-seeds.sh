@@ -6,8 +6,8 @@
 # seed (t3d-r2-sN: student t3d-sN rolls out fresh training prompts, prompt seed 2, and is
 # distilled on its own correct trajectories; t3d-r2-s10086 is the committed student). Each
 # student lands in runs/students/NAME with its eval.json (static S = 1, 2, 4, five thresholds,
-# seven entropy bounds); wall times in
-# runs/NAME.wall, logs in runs/distill-NAME.log. RUNS picks a subset (and the order).
+# seven entropy bounds); wall times in runs/NAME.wall, logs in runs/distill-NAME.log. RUNS picks
+# a subset (and the order; a t3d-r2-sN run needs t3d-sN first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin t3d
