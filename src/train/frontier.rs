@@ -23,11 +23,21 @@ impl From<&EvalRow> for Point {
     }
 }
 
+/// Accuracies closer than this are equal: a mean over seeds (0.978, 0.984, 0.984) is
+/// 0.98199999… in floating point, not the 0.982 it is; real differences are ≥ 1 / n.
+const ACCURACY_TOLERANCE: f64 = 1e-9;
+
+/// Whether accuracy `a` is at least `b`, up to floating-point rounding.
+fn at_least_as_accurate(a: f64, b: f64) -> bool {
+    a >= b - ACCURACY_TOLERANCE
+}
+
 /// Whether `a` dominates `b`: at least as fast and as accurate, strictly better in one.
 fn dominates(a: Point, b: Point) -> bool {
+    let more_accurate = !at_least_as_accurate(b.accuracy, a.accuracy);
     a.tokens_per_forward >= b.tokens_per_forward
-        && a.accuracy >= b.accuracy
-        && (a.tokens_per_forward > b.tokens_per_forward || a.accuracy > b.accuracy)
+        && at_least_as_accurate(a.accuracy, b.accuracy)
+        && (a.tokens_per_forward > b.tokens_per_forward || more_accurate)
 }
 
 /// For each point, whether no other point dominates it.
@@ -61,7 +71,7 @@ pub fn dominates_over(a: &[Point], b: &[Point], lo: f64, hi: f64) -> Result<(), 
     for level in levels {
         match (best_at_least(a, level), best_at_least(b, level)) {
             (_, None) => {}
-            (Some(ours), Some(theirs)) if ours >= theirs => {}
+            (Some(ours), Some(theirs)) if at_least_as_accurate(ours, theirs) => {}
             _ => return Err(level),
         }
     }

@@ -49,6 +49,12 @@ fn pareto_keeps_points_no_other_beats_on_both_axes() {
         pareto_optimal(&[pt(2.0, 0.5), pt(2.0, 0.5)]),
         vec![true, true]
     );
+    // Equal accuracy up to floating-point rounding (a mean over seeds), faster: dominates.
+    let mean = (0.978 + 0.984 + 0.984) / 3.0;
+    assert_eq!(
+        pareto_optimal(&[pt(3.0, 0.982), pt(3.2, mean)]),
+        vec![false, true]
+    );
 }
 
 #[test]
@@ -70,6 +76,20 @@ fn domination_is_checked_at_every_speed_of_the_other_frontier() {
     assert_eq!(dominates_over(&better, &teacher, 1.0, 4.0), Ok(()));
     // Beyond the teacher's fastest setting there is nothing to beat.
     assert_eq!(dominates_over(&[pt(3.6, 0.1)], &teacher, 3.0, 4.0), Ok(()));
+    // A mean over three seeds that equals the teacher's accuracy ties it, rounding aside.
+    let mean = (0.978 + 0.984 + 0.984) / 3.0;
+    assert!(
+        mean < 0.982,
+        "the floating-point mean is below the exact one"
+    );
+    assert_eq!(
+        dominates_over(&[pt(3.0, mean)], &[pt(2.25, 0.982)], 1.0, 4.0),
+        Ok(())
+    );
+    assert_eq!(
+        dominates_over(&[pt(3.0, 0.981)], &[pt(2.25, 0.982)], 1.0, 4.0),
+        Err(1.0)
+    );
 }
 
 #[test]
