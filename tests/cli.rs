@@ -247,7 +247,7 @@ fn keep_correct_refuses_prompts_it_cannot_check_and_writes_no_student() {
     assert!(!output.status.success(), "{err}");
     let line = err.lines().find(|l| l.starts_with("error: ")).expect(&err);
     assert!(
-        line.contains("trajectory 1 asks \"What is the capital of France?\"")
+        line.contains("prompt 1 asks \"What is the capital of France?\"")
             && line.contains("not a problem of the bundled task"),
         "{line}"
     );

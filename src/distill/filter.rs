@@ -47,7 +47,7 @@ pub fn keep_correct(
 pub fn checkable_problem(index: usize, question: &str) -> anyhow::Result<Problem> {
     Problem::from_question(question).ok_or_else(|| {
         anyhow::anyhow!(
-            "keep_correct: trajectory {} asks {question:?}, which is not a problem of the bundled \
+            "keep_correct: prompt {} asks {question:?}, which is not a problem of the bundled \
              task (only its answers can be checked)",
             index + 1
         )
@@ -96,7 +96,7 @@ mod tests {
     fn a_free_form_question_or_no_correct_answer_is_an_error() {
         let free_form = vec![trajectory("What is 2+2?", "4")];
         let err = keep_correct(free_form, bytes_to_text).unwrap_err();
-        assert!(err.to_string().contains("trajectory 1 asks"), "{err}");
+        assert!(err.to_string().contains("prompt 1 asks"), "{err}");
         let all_wrong = vec![trajectory("1+1", "#3")];
         let err = keep_correct(all_wrong, bytes_to_text).unwrap_err();
         assert!(err.to_string().contains("none of the 1"), "{err}");
