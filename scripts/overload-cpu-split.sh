@@ -7,8 +7,8 @@
 # from the middle of the window: who preempts the engine's threads, and each command's share of
 # the two cores. SERVER_CPUS / CLIENT_CPUS (taskset lists) pin the server and the load generator
 # apart; SERVER_FLAGS adds `t3d serve` flags (such as --threads 1). Usage: overload-cpu-split.sh
-# [NAME] (results in runs/cpu-split/NAME); the summary comes from scripts/overload_cpu_split.py. Needs target/release/{t3d,loadtest} and an
-# otherwise idle machine.
+# [NAME] (results in runs/cpu-split/NAME); the summary comes from scripts/overload_cpu_split.py.
+# Needs target/release/{t3d,loadtest} and an otherwise idle machine.
 set -u
 cd "$(dirname "$0")/.."
 out=runs/cpu-split/${1:-r1}; mkdir -p "$out"
