@@ -70,7 +70,8 @@ for name in ('cap', 'bo', 'nb'):
     done = level['completed_in_window_rps']
     print(f"{name}: done in window {done:.1f}/s ({100 * done / cap:.0f}% of capacity), "
           f"statuses {level['by_status']}, server answered {level['server']['requests_answered']:.0f} "
-          f"in {wall:.1f} s; loadtest {(user + system) / wall:.2f} cores; server threads (cores): "
+          f"in {wall:.1f} s; loadtest {(user + system) / wall:.2f} cores "
+          f"(its own count {level.get('generator_cpu_cores') or float('nan'):.2f}); server threads (cores): "
           f"{thread_cpu(name, wall)}; {engine_view(name)}")
     traced = switches(name)
     if traced:

@@ -6,12 +6,14 @@
 //! scenario (request mixes, steps-per-block mixes, rate ramps). Per level: p50/p90/p99 of time to
 //! first block, time between blocks and end-to-end latency, tokens/s, goodput within a latency
 //! SLO, answers by status, and the server's own count from `/metrics` before and after (they
-//! must agree: a lost request shows). `--soak MINUTES` runs one long open-loop level and reports
+//! must agree: a lost request shows), and the generator's own CPU (on loopback it shares the
+//! server's cores). `--soak MINUTES` runs one long open-loop level and reports
 //! the server's memory and KV slots before and after. `--report DIR` writes JSON, Markdown and
 //! PNG plots. Bounded in count and time, loopback only.
 
 mod grpc;
 mod load;
+mod own_cpu;
 mod report;
 mod request;
 mod scenario;
@@ -150,15 +152,18 @@ async fn level(
     run: impl std::future::Future<Output = Vec<stats::Sample>>,
 ) -> Report {
     let before = scrape::scrape(&load.client, &load.target.url).await;
+    let cpu_before = own_cpu::process_cpu_time();
     let start = Instant::now();
     let samples = run.await;
     let wall = start.elapsed();
+    let cpu_after = own_cpu::process_cpu_time();
     // Let the server finish counting the last answers.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let after = scrape::scrape(&load.client, &load.target.url).await;
     let slo = Duration::from_secs_f64(load.scenario.slo_ms / 1000.0);
     let window = Duration::from_secs_f64(load.scenario.duration_s);
     let mut report = Report::new(name, rate, &samples, (window, wall), slo);
+    report.generator_cpu_cores = own_cpu::cores(cpu_before, cpu_after, wall);
     for (cause, n) in &report.lost_by_cause {
         eprintln!("{}: {n} lost: {cause}", report.level);
     }

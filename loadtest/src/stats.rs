@@ -161,6 +161,9 @@ pub struct Report {
     pub generator_kept_up: bool,
     /// The server's own view, when `/metrics` was scraped.
     pub server: Option<ServerView>,
+    /// The load generator's own CPU over the level's wall time, in cores (None where it could
+    /// not be read): on loopback it is taken from the server's cores.
+    pub generator_cpu_cores: Option<f64>,
 }
 
 impl Report {
@@ -210,6 +213,7 @@ impl Report {
             arrival_lag_ms: lag,
             generator_kept_up: lag.p99 <= ARRIVAL_LAG_LIMIT_MS,
             server: None,
+            generator_cpu_cores: None,
         }
     }
 
@@ -223,7 +227,7 @@ impl Report {
 
     /// Markdown table header.
     pub fn header() -> String {
-        "| level | offered/s | arrival lag p99 ms | sent | done | lost | statuses | done/s | done/s in window | goodput/s | tokens/s | TTFB p50/p90/p99 ms | between blocks p50/p90/p99 ms | latency p50/p90/p99 ms | server agrees |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".into()
+        "| level | offered/s | arrival lag p99 ms | sent | done | lost | statuses | done/s | done/s in window | goodput/s | tokens/s | TTFB p50/p90/p99 ms | between blocks p50/p90/p99 ms | latency p50/p90/p99 ms | server agrees | generator CPU (cores) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".into()
     }
 
     /// One table row.
@@ -244,7 +248,7 @@ impl Report {
             format!("**{:.1} (behind)**", self.arrival_lag_ms.p99)
         };
         format!(
-            "| {} | {:.1} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {:.1} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {} | {} | {} | {} | {} |",
             self.level,
             self.offered_rps,
             lag,
@@ -259,7 +263,9 @@ impl Report {
             p(&self.time_to_first_block_ms),
             p(&self.inter_block_ms),
             p(&self.latency_ms),
-            agree
+            agree,
+            self.generator_cpu_cores
+                .map_or_else(|| "-".to_string(), |c| format!("{c:.2}"))
         )
     }
 }
@@ -332,6 +338,11 @@ mod tests {
         assert_eq!(Report::answered_attempts(&samples), 3);
         assert!(r.row().contains("200:2 429:1"));
         assert!(r.generator_kept_up && r.row().contains("| 0.0 |"));
+        // The generator's CPU is the last column: "-" until measured, then in cores.
+        assert!(r.row().ends_with("| - | - |"));
+        let mut r = r;
+        r.generator_cpu_cores = Some(0.123);
+        assert!(r.row().ends_with("| - | 0.12 |"));
     }
 
     #[test]
