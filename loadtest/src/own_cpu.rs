@@ -6,17 +6,19 @@ use std::time::Duration;
 
 /// CPU time the threads of this process have run so far (Linux: the sum of
 /// `/proc/self/task/*/schedstat`, in nanoseconds; a thread that has exited no longer counts).
-/// `None` where `/proc` cannot be read.
+/// `None` where no thread's figure can be read (no `/proc`, or a kernel without `schedstat`), so
+/// a report says "-" rather than a made-up 0.
 pub fn process_cpu_time() -> Option<Duration> {
-    let mut nanos: u64 = 0;
+    let mut nanos: Option<u64> = None;
     for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
         // A thread may exit between the listing and the read: it is skipped.
         let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
             continue;
         };
-        nanos += text.split_whitespace().next()?.parse::<u64>().ok()?;
+        let ran: u64 = text.split_whitespace().next()?.parse().ok()?;
+        nanos = Some(nanos.unwrap_or(0) + ran);
     }
-    Some(Duration::from_nanos(nanos))
+    nanos.map(Duration::from_nanos)
 }
 
 /// CPU used between two readings, in cores over `wall`.
