@@ -166,7 +166,7 @@ fn output_rows_equal_the_same_rows_of_a_full_forward() {
     let zeros = Tensor::zeros([2], (Kind::Int64, Device::Cpu));
     let lens = Tensor::full([2], 6, (Kind::Int64, Device::Cpu));
     let mask = block_causal_mask(&positions, &zeros, &lens, 2, 6);
-    let rows = Tensor::from_slice(&[4i64, 5, 1, 3]).view([2, 2]);
+    let rows = Tensor::from_slice(&[4i64, 5, 7, 9]).view([2, 2]); // flattened (B·T) rows
     let full = ForwardInput::new(&ids, &positions, &mask);
     let some = ForwardInput {
         output_rows: Some(&rows),
@@ -180,8 +180,8 @@ fn output_rows_equal_the_same_rows_of_a_full_forward() {
     });
     let expected = Tensor::stack(
         &[
-            all.get(0).index_select(0, &rows.get(0)),
-            all.get(1).index_select(0, &rows.get(1)),
+            all.get(0).index_select(0, &Tensor::from_slice(&[4i64, 5])),
+            all.get(1).index_select(0, &Tensor::from_slice(&[1i64, 3])),
         ],
         0,
     );

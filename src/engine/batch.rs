@@ -27,7 +27,8 @@ pub struct ForwardBatch {
     pub mask: Tensor,
     /// Where the rows go in the cache.
     pub plan: WritePlan,
-    /// `(B, b)` query rows of each sequence's block (for the LM head).
+    /// `(B, b)` rows of the flattened `(B·Q)` query holding each sequence's block (for the
+    /// LM head).
     pub block_rows: Tensor,
 }
 
@@ -41,8 +42,8 @@ pub struct StagedBatch {
     pages_per_row: i64,
     real_rows: usize,
     key_positions: u64,
-    /// ids, cached, lens, tables, block starts, write rows, write pages, write offsets.
-    segments: [Segment; 8],
+    /// ids, cached, lens, tables, block starts, write pages, write offsets.
+    segments: [Segment; 7],
 }
 
 impl StagedBatch {
@@ -61,7 +62,6 @@ impl StagedBatch {
             &host.lens,
             &host.tables,
             &host.block_starts,
-            &host.write_rows,
             &host.write_pages,
             &host.write_offsets,
         ];
@@ -85,14 +85,14 @@ impl StagedBatch {
     /// The batch's tensors, built on the device from the sent upload.
     pub fn on_device(&self, uploaded: &Uploaded) -> ForwardBatch {
         let (batch, q_max, b) = (self.batch, self.q_max, self.block);
-        let [ids, cached, lens, tables, block_starts, write_rows, write_pages, write_offsets] =
+        let [ids, cached, lens, tables, block_starts, write_pages, write_offsets] =
             self.segments.map(|s| uploaded.get(s));
         let device = ids.device();
         let row = Tensor::arange(q_max, (Kind::Int64, device)).view([1, q_max]);
         let positions = cached.view([batch, 1]) + &row;
         let mask = block_causal_mask(&positions, &cached, &lens, b, self.key_len);
-        let block_rows =
-            block_starts.view([batch, 1]) + Tensor::arange(b, (Kind::Int64, device)).view([1, b]);
+        // Rows of the flattened `(B·Q)` query: sequence i's block starts at `i·Q + start_i`.
+        let block_rows = block_starts.view([batch, 1]) + Tensor::arange(b, (Kind::Int64, device));
         ForwardBatch {
             ids: ids.view([batch, q_max]),
             positions,
@@ -100,9 +100,8 @@ impl StagedBatch {
             plan: WritePlan {
                 tables,
                 pages_per_row: self.pages_per_row,
-                write_rows,
-                write_pages,
-                write_offsets,
+                write_pages: write_pages.view([batch, q_max]),
+                write_offsets: write_offsets.view([batch, q_max]),
                 key_len: self.key_len,
             },
             block_rows,
@@ -132,10 +131,9 @@ struct HostBatch {
     /// Each sequence's page table padded with page 0 to `pages_per_row`, flattened.
     tables: Vec<i64>,
     pages_per_row: i64,
-    /// First block row of each sequence.
+    /// First block row of each sequence in the flattened `(B·Q)` query.
     block_starts: Vec<i64>,
-    /// Flattened index, page and offset in the page of every real (non-padding) row.
-    write_rows: Vec<i64>,
+    /// Page and offset in the page of every query row (padding rows: page 0).
     write_pages: Vec<i64>,
     write_offsets: Vec<i64>,
     /// Longest query.
@@ -161,8 +159,11 @@ impl HostBatch {
             lens: queries.iter().map(|q| q.len() as i64).collect(),
             tables: Vec::with_capacity(seqs.len() * pages_per_row),
             pages_per_row: pages_per_row as i64,
-            block_starts: seqs.iter().map(|s| s.block_row() as i64).collect(),
-            write_rows: Vec::new(),
+            block_starts: seqs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (i * q_max as usize + s.block_row()) as i64)
+                .collect(),
             write_pages: Vec::new(),
             write_offsets: Vec::new(),
             q_max,
@@ -176,16 +177,15 @@ impl HostBatch {
             for j in 0..q_max {
                 host.ids
                     .push(query.get(j as usize).copied().unwrap_or(pad_id));
-                if j < host.lens[i] {
-                    let position = host.cached[i] + j;
-                    host.write_rows.push(i as i64 * q_max + j);
-                    host.write_pages.push(
-                        table
-                            .get((position / page) as usize)
-                            .map_or(0, |&p| p as i64),
-                    );
-                    host.write_offsets.push(position % page);
-                }
+                let position = host.cached[i] + j;
+                let page_of = |p: i64| table.get((p / page) as usize).map_or(0, |&p| p as i64);
+                let (page_id, offset) = if j < host.lens[i] {
+                    (page_of(position), position % page)
+                } else {
+                    (0, j % page)
+                };
+                host.write_pages.push(page_id);
+                host.write_offsets.push(offset);
             }
         }
         host

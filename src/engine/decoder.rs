@@ -27,6 +27,8 @@ pub struct DecodeStats {
     pub rows: u64,
     /// Key positions attended over, summed over forwards and sequences (the KV cache read).
     pub key_positions: u64,
+    /// Bytes of keys/values copied out of the cache for attention (0 when it reads in place).
+    pub kv_bytes_materialised: u64,
 }
 
 /// Owns a KV cache and runs denoising steps of a model over groups of sequences.
@@ -162,9 +164,14 @@ impl<'m> BlockDecoder<'m> {
                 self.cache.zero_pages(&uploaded.get(pages));
             }
             let batch = staged.on_device(&uploaded);
-            tch::no_grad(|| sample_rows(&self.block_logits(&batch), &sampling, &uploaded))
+            tch::no_grad(|| {
+                let (logits, materialised) = self.block_logits(&batch);
+                (sample_rows(&logits, &sampling, &uploaded), materialised)
+            })
         }));
-        let sampled = forward.map_err(|panic| EngineError::Forward(panic_message(&*panic)))?;
+        let (sampled, materialised) =
+            forward.map_err(|panic| EngineError::Forward(panic_message(&*panic)))?;
+        self.stats.kv_bytes_materialised += materialised;
         self.stats.forwards += 1;
         self.stats.rows += staged.real_rows() as u64;
         self.stats.key_positions += staged.key_positions();
@@ -191,9 +198,9 @@ impl<'m> BlockDecoder<'m> {
         Ok(outcomes)
     }
 
-    /// Logits `(B·b, V)` of every sequence's block rows; never-generate ids get `-inf`, so a
-    /// mask id is never committed as a finished token.
-    fn block_logits(&self, batch: &ForwardBatch) -> Tensor {
+    /// Logits `(B·b, V)` of every sequence's block rows (never-generate ids get `-inf`, so a
+    /// mask id is never committed as a finished token), and the bytes of KV the forward copied.
+    fn block_logits(&self, batch: &ForwardBatch) -> (Tensor, u64) {
         let binding = self.cache.bind(&batch.plan);
         let input = ForwardInput {
             ids: &batch.ids,
@@ -206,7 +213,7 @@ impl<'m> BlockDecoder<'m> {
         let vocab = logits.size()[2];
         let mut rows = logits.reshape([-1, vocab]);
         let _ = rows.index_fill_(1, &self.never_generate, f64::NEG_INFINITY);
-        rows
+        (rows, binding.materialised_bytes())
     }
 }
 

@@ -9,6 +9,8 @@
 //! written (the process grows with what the sequences hold); a page is zeroed when first handed
 //! out, so a masked attention read never meets an uninitialised NaN.
 
+use std::cell::Cell;
+
 use tch::{Device, Kind, Tensor};
 
 use crate::model::{KvBinding, SdarConfig};
@@ -59,6 +61,9 @@ struct PageTable {
 /// Paged key/value storage for up to `max_sequences` sequences.
 #[derive(Debug)]
 pub struct KvCache {
+    /// Every layer's key pages, `(layers, pages + 1, page_size, Hkv, D)`; `keys[l]` is layer l's.
+    key_pool: Tensor,
+    value_pool: Tensor,
     keys: Vec<Tensor>,
     values: Vec<Tensor>,
     page_size: usize,
@@ -89,7 +94,9 @@ impl KvCache {
     ) -> Self {
         let page_size = page_size.max(1);
         // Position-major pages: a gathered table reads as `(B, K, Hkv, D)` without a copy.
+        let layers = config.num_hidden_layers;
         let shape = [
+            layers,
             pages as i64 + 1,
             page_size as i64,
             config.num_key_value_heads,
@@ -101,15 +108,17 @@ impl KvCache {
             } else {
                 Tensor::zeros(shape, (kind, device))
             };
-            let _ = t.get(0).zero_();
+            let _ = t.narrow(1, 0, 1).zero_();
             t
         };
-        let layers = config.num_hidden_layers as usize;
+        let (key_pool, value_pool) = (pool(), pool());
         let mut zeroed = vec![device != Device::Cpu; pages + 1];
         zeroed[0] = true;
         Self {
-            keys: (0..layers).map(|_| pool()).collect(),
-            values: (0..layers).map(|_| pool()).collect(),
+            keys: (0..layers).map(|l| key_pool.get(l)).collect(),
+            values: (0..layers).map(|l| value_pool.get(l)).collect(),
+            key_pool,
+            value_pool,
             page_size,
             usable_pages: pages,
             free_pages: (1..=pages).rev().collect(),
@@ -233,10 +242,10 @@ impl KvCache {
         outcome.map(|()| fresh)
     }
 
-    /// Zeroes the pages `index` (on the cache's device) in every layer.
+    /// Zeroes the pages `index` (on the cache's device) in every layer: two ops in all.
     pub fn zero_pages(&mut self, index: &Tensor) {
-        for pool in self.keys.iter_mut().chain(self.values.iter_mut()) {
-            let _ = pool.index_fill_(0, index, 0.0);
+        for pool in [&mut self.key_pool, &mut self.value_pool] {
+            let _ = pool.index_fill_(1, index, 0.0);
         }
     }
 
@@ -250,16 +259,28 @@ impl KvCache {
 
     /// Bytes the cache tensors span (on the CPU, memory is committed as pages are first used).
     pub fn bytes(&self) -> usize {
-        self.keys
+        [&self.key_pool, &self.value_pool]
             .iter()
-            .chain(&self.values)
             .map(|t| t.numel() * t.kind().elt_size_in_bytes())
             .sum()
     }
 
     /// Binds the cache to one batch's [`WritePlan`].
     pub fn bind<'a>(&'a self, plan: &'a WritePlan) -> CacheBinding<'a> {
-        CacheBinding { cache: self, plan }
+        CacheBinding {
+            cache: self,
+            plan,
+            materialised: Cell::new(0),
+        }
+    }
+
+    /// Whether `t`'s data lies inside one of the cache's pools (it is a view of the cache).
+    fn holds(&self, t: &Tensor) -> bool {
+        let at = t.data_ptr() as usize;
+        [&self.key_pool, &self.value_pool].iter().any(|pool| {
+            let start = pool.data_ptr() as usize;
+            (start..start + pool.numel() * pool.kind().elt_size_in_bytes()).contains(&at)
+        })
     }
 }
 
@@ -270,11 +291,9 @@ pub struct WritePlan {
     pub tables: Tensor,
     /// Pages read per batch row.
     pub pages_per_row: i64,
-    /// Indices of the valid (non-padding) rows in the flattened `(B·Q)` query, `(N,)`.
-    pub write_rows: Tensor,
-    /// Page of each valid row, `(N,)`.
+    /// Page of every query row, `(B, Q)`; padding rows write to the padding page 0.
     pub write_pages: Tensor,
-    /// Offset inside its page of each valid row, `(N,)`.
+    /// Offset inside its page of every query row, `(B, Q)`.
     pub write_offsets: Tensor,
     /// Positions the attention reads from every row.
     pub key_len: i64,
@@ -284,18 +303,23 @@ pub struct WritePlan {
 pub struct CacheBinding<'a> {
     cache: &'a KvCache,
     plan: &'a WritePlan,
+    materialised: Cell<u64>,
 }
 
 impl CacheBinding<'_> {
+    /// Bytes of keys/values this binding handed to attention as copies rather than views of the
+    /// cache (measured from where their data lies).
+    pub fn materialised_bytes(&self) -> u64 {
+        self.materialised.get()
+    }
+
+    /// Writes `new` `(B, Q, Hkv, D)` into `pool` and reads back each batch row's pages as
+    /// `(B, Hkv, K, D)`.
     fn store_and_read(&self, pool: &Tensor, new: &Tensor) -> Tensor {
-        let (b, h, q, d) = new.size4().unwrap_or((0, 0, 0, 0));
+        let (b, _, h, d) = new.size4().unwrap_or((0, 0, 0, 0));
         let plan = self.plan;
-        let rows = new
-            .transpose(1, 2)
-            .reshape([b * q, h, d])
-            .index_select(0, &plan.write_rows);
         let indices = [Some(&plan.write_pages), Some(&plan.write_offsets)];
-        let _ = pool.shallow_clone().index_put_(&indices, &rows, false);
+        let _ = pool.shallow_clone().index_put_(&indices, new, false);
         let page = self.cache.page_size as i64;
         pool.index_select(0, &plan.tables)
             .view([b, plan.pages_per_row * page, h, d])
@@ -308,6 +332,13 @@ impl KvBinding for CacheBinding<'_> {
     fn attend_over(&self, layer: usize, k: &Tensor, v: &Tensor) -> (Tensor, Tensor) {
         let keys = self.store_and_read(&self.cache.keys[layer], k);
         let values = self.store_and_read(&self.cache.values[layer], v);
+        for t in [&keys, &values] {
+            if !self.cache.holds(t) {
+                let bytes = t.numel() * t.kind().elt_size_in_bytes();
+                self.materialised
+                    .set(self.materialised.get() + bytes as u64);
+            }
+        }
         (keys, values)
     }
 }

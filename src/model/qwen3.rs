@@ -2,20 +2,29 @@
 //!
 //! Embeddings → N × (RMSNorm → attention with per-head q/k RMSNorm before RoPE, GQA → residual →
 //! RMSNorm → SwiGLU → residual) → final RMSNorm → LM head (tied or untied). **No logit shift**: the
-//! logit at row i predicts the token at row i (masked diffusion). Attention goes through
-//! `scaled_dot_product_attention` with an explicit boolean mask and explicit positions, so the
-//! same code serves block-causal prefill, cached denoising steps and dual-stream training.
-//! Parameter names are the Hugging Face ones (`model.layers.N.self_attn.q_proj.weight`, …).
+//! logit at row i predicts the token at row i (masked diffusion). Parameter names are the Hugging
+//! Face ones (`model.layers.N.self_attn.q_proj.weight`, …).
+//!
+//! The hot path is shaped for few ops per layer: q/k/v and gate/up are one matmul each
+//! ([`super::fused`]); q and k are normalised and rotated together; the boolean mask becomes one
+//! additive bias per forward; GQA is folded into the query axis (each KV head's query group
+//! becomes extra query rows), so query and key heads match and `scaled_dot_product_attention`
+//! can take a fused kernel (flash on the CPU, memory-efficient on CUDA) instead of the math
+//! fallback that repeats K/V per query head. Keys/values come from a [`KvBinding`] that stores
+//! the new rows and returns views of what to attend over.
 
 use tch::{nn, Kind, Tensor};
 
+use super::fused::{FusedRows, NormTable};
+use super::op_count;
 use super::rope::{self, Rope, RopeTables};
 use super::SdarConfig;
 
 /// Where one forward pass keeps attention keys/values.
 ///
-/// Given the new `(B, Hkv, Q, D)` keys and values of layer `layer`, an implementation stores
-/// what it must and returns the keys/values every query row attends over (`(B, Hkv, K, D)`).
+/// Given layer `layer`'s new keys and values, `(B, T, Hkv, D)` each (views, not necessarily
+/// contiguous), an implementation stores what it must and returns the keys/values every query
+/// row attends over, `(B, Hkv, K, D)` each: views of its storage where it can.
 pub trait KvBinding {
     /// Stores this layer's new keys/values and returns the full keys/values to attend over.
     fn attend_over(&self, layer: usize, k: &Tensor, v: &Tensor) -> (Tensor, Tensor);
@@ -43,7 +52,8 @@ impl RmsNorm {
     }
 }
 
-fn linear(p: nn::Path, input: i64, output: i64) -> nn::Linear {
+/// A bias-free projection's weight variable `(output, input)`.
+fn weight(p: nn::Path, input: i64, output: i64) -> Tensor {
     nn::linear(
         p,
         input,
@@ -53,109 +63,163 @@ fn linear(p: nn::Path, input: i64, output: i64) -> nn::Linear {
             ..Default::default()
         },
     )
+    .ws
+}
+
+/// Head counts and widths of one attention layer.
+#[derive(Debug, Clone, Copy)]
+struct Heads {
+    query: i64,
+    kv: i64,
+    dim: i64,
+    eps: f64,
+}
+
+impl Heads {
+    /// Query heads per KV head.
+    fn group(&self) -> i64 {
+        self.query / self.kv
+    }
 }
 
 #[derive(Debug)]
 struct Attention {
-    q_proj: nn::Linear,
-    k_proj: nn::Linear,
-    v_proj: nn::Linear,
-    o_proj: nn::Linear,
-    q_norm: RmsNorm,
-    k_norm: RmsNorm,
-    heads: i64,
-    kv_heads: i64,
-    head_dim: i64,
+    qkv_proj: FusedRows,
+    o_proj: Tensor,
+    heads: Heads,
 }
 
 impl Attention {
-    fn new(p: &nn::Path, cfg: &SdarConfig) -> Self {
+    /// The layer's projections and its `(q_norm, k_norm)` weight variables.
+    fn new(p: &nn::Path, cfg: &SdarConfig) -> (Self, (Tensor, Tensor)) {
         let (h, d) = (cfg.hidden_size, cfg.head_dim());
         let (nq, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
-        Self {
-            q_proj: linear(p / "q_proj", h, nq * d),
-            k_proj: linear(p / "k_proj", h, nkv * d),
-            v_proj: linear(p / "v_proj", h, nkv * d),
-            o_proj: linear(p / "o_proj", nq * d, h),
-            q_norm: RmsNorm::new(&(p / "q_norm"), d, cfg.rms_norm_eps),
-            k_norm: RmsNorm::new(&(p / "k_norm"), d, cfg.rms_norm_eps),
-            heads: nq,
-            kv_heads: nkv,
-            head_dim: d,
-        }
+        let norm = |name: &str| RmsNorm::new(&(p / name), d, cfg.rms_norm_eps).weight;
+        let parts = vec![
+            weight(p / "q_proj", h, nq * d),
+            weight(p / "k_proj", h, nkv * d),
+            weight(p / "v_proj", h, nkv * d),
+        ];
+        let attention = Self {
+            qkv_proj: FusedRows::new(parts),
+            o_proj: weight(p / "o_proj", nq * d, h),
+            heads: Heads {
+                query: nq,
+                kv: nkv,
+                dim: d,
+                eps: cfg.rms_norm_eps,
+            },
+        };
+        (attention, (norm("q_norm"), norm("k_norm")))
     }
 
     /// Attention over normalised inputs `h` `(B, T, H)`; queries come from every row, or only
     /// from `rows` (then the output is `(B, R, H)`). Keys/values always come from every row.
     fn forward(&self, h: &Tensor, ctx: &LayerContext, rows: Option<&QueryRows>) -> Tensor {
+        let Heads { query, kv, dim, .. } = self.heads;
         let (b, t) = (h.size()[0], h.size()[1]);
-        let q_in = rows.map_or_else(|| h.shallow_clone(), |r| take_rows(h, &r.index));
-        let tq = q_in.size()[1];
-        // (B, H, T, D) after the per-head norm and the transpose.
-        let heads =
-            |y: Tensor, len: i64, n: i64| y.view([b, len, n, self.head_dim]).transpose(1, 2);
-        let q =
-            self.q_norm.forward(
-                &q_in
-                    .apply(&self.q_proj)
-                    .view([b, tq, self.heads, self.head_dim]),
-            );
-        let k =
-            self.k_norm.forward(
-                &h.apply(&self.k_proj)
-                    .view([b, t, self.kv_heads, self.head_dim]),
-            );
-        let v = heads(h.apply(&self.v_proj), t, self.kv_heads);
-        let q = rope::apply(&q.transpose(1, 2), rows.map_or(ctx.rope, |r| &r.rope));
-        let k = rope::apply(&k.transpose(1, 2), ctx.rope);
-        let (k, v) = match ctx.kv {
-            Some(binding) => binding.attend_over(ctx.layer, &k, &v),
-            None => (k, v),
+        let qkv = h.linear::<Tensor>(&self.qkv_proj.weight(), None);
+        let parts = qkv.split_with_sizes([(query + kv) * dim, kv * dim], -1);
+        let qk = parts[0].view([b, t, query + kv, dim]);
+        // Per-head RMSNorm of q and k in one op, then one rotation for both.
+        let qk = qk.rms_norm([dim], None::<Tensor>, self.heads.eps) * ctx.norms;
+        let qk = rope::apply(&qk, ctx.rope);
+        let q_k = qk.split_with_sizes([query, kv], 2);
+        let v = parts[1].view([b, t, kv, dim]);
+        let (keys, values) = match ctx.kv {
+            Some(binding) => binding.attend_over(ctx.layer, &q_k[1], &v),
+            None => (q_k[1].transpose(1, 2), v.transpose(1, 2)),
         };
-        let mask = rows.map_or(ctx.mask, |r| &r.mask);
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let gqa = self.heads != self.kv_heads;
-        let o =
-            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, scale, gqa);
-        o.transpose(1, 2)
-            .reshape([b, tq, self.heads * self.head_dim])
-            .apply(&self.o_proj)
+        let (q, bias) = match rows {
+            Some(r) => (take_rows(&q_k[0], &r.index), &r.bias),
+            None => (q_k[0].shallow_clone(), ctx.bias),
+        };
+        let tq = q.size()[1];
+        let scale = 1.0 / (dim as f64).sqrt();
+        let o = Tensor::scaled_dot_product_attention(
+            &fold_query_groups(&q, self.heads),
+            &keys,
+            &values,
+            Some(bias),
+            0.0,
+            false,
+            scale,
+            false,
+        );
+        unfold_query_groups(&o, self.heads, tq).linear::<Tensor>(&self.o_proj, None)
     }
 }
 
-/// The rows whose outputs are wanted (the last layer computes queries, attention output and
-/// MLP for these only): row indices `(B, R)` with their RoPE tables and mask rows.
-struct QueryRows {
-    index: Tensor,
-    rope: RopeTables,
-    mask: Tensor,
+/// `(B, T, Hq, D)` queries → `(B, Hkv, T·G, D)`: KV head j's query heads `jG .. jG+G` become
+/// query rows `t·G + g`, so every query head meets its own KV head with no K/V repeat.
+fn fold_query_groups(q: &Tensor, heads: Heads) -> Tensor {
+    let (b, t) = (q.size()[0], q.size()[1]);
+    let g = heads.group();
+    q.view([b, t, heads.kv, g, heads.dim])
+        .permute([0, 2, 1, 3, 4])
+        .reshape([b, heads.kv, t * g, heads.dim])
 }
 
-/// Rows `index` `(B, R)` of `x` `(B, T, …)` → `(B, R, …)`.
+/// The inverse of [`fold_query_groups`] on the attention output, flattened to `(B, T, Hq·D)`.
+fn unfold_query_groups(o: &Tensor, heads: Heads, t: i64) -> Tensor {
+    let b = o.size()[0];
+    o.view([b, heads.kv, t, heads.group(), heads.dim])
+        .permute([0, 2, 1, 3, 4])
+        .reshape([b, t, heads.query * heads.dim])
+}
+
+/// `(B, 1, T, K)` boolean mask (`true` = may attend) → the additive bias the attention takes,
+/// in `kind`, with each row repeated for the `group` query heads folded into it.
+fn attention_bias(mask: &Tensor, kind: Kind, group: i64) -> Tensor {
+    let bias = Tensor::where_scalar(mask, 0.0, f64::NEG_INFINITY);
+    let bias = if bias.kind() == kind {
+        bias
+    } else {
+        bias.to_kind(kind)
+    };
+    if group == 1 {
+        bias
+    } else {
+        bias.repeat_interleave_self_int(group, Some(2), None)
+    }
+}
+
+/// The rows whose outputs are wanted (the last layer computes attention output and MLP for
+/// these only): row indices `(B, R)` and their attention bias.
+struct QueryRows {
+    index: Tensor,
+    bias: Tensor,
+}
+
+/// Rows `index` `(B, R)` of the flattened `(B·T, …)` rows of `x` `(B, T, …)` → `(B, R, …)`.
 fn take_rows(x: &Tensor, index: &Tensor) -> Tensor {
-    let batch = Tensor::arange(index.size()[0], (Kind::Int64, index.device())).unsqueeze(1);
-    x.index(&[Some(batch), Some(index.shallow_clone())])
+    x.flatten(0, 1).index(&[Some(index)])
 }
 
 #[derive(Debug)]
 struct Mlp {
-    gate_proj: nn::Linear,
-    up_proj: nn::Linear,
-    down_proj: nn::Linear,
+    gate_up_proj: FusedRows,
+    down_proj: Tensor,
+    intermediate: i64,
 }
 
 impl Mlp {
     fn new(p: &nn::Path, cfg: &SdarConfig) -> Self {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         Self {
-            gate_proj: linear(p / "gate_proj", h, i),
-            up_proj: linear(p / "up_proj", h, i),
-            down_proj: linear(p / "down_proj", i, h),
+            gate_up_proj: FusedRows::new(vec![
+                weight(p / "gate_proj", h, i),
+                weight(p / "up_proj", h, i),
+            ]),
+            down_proj: weight(p / "down_proj", i, h),
+            intermediate: i,
         }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        (x.apply(&self.gate_proj).silu() * x.apply(&self.up_proj)).apply(&self.down_proj)
+        let gate_up = x.linear::<Tensor>(&self.gate_up_proj.weight(), None);
+        let parts = gate_up.split(self.intermediate, -1);
+        (parts[0].silu() * &parts[1]).linear::<Tensor>(&self.down_proj, None)
     }
 }
 
@@ -167,23 +231,27 @@ struct DecoderLayer {
     mlp: Mlp,
 }
 
-/// Per-layer inputs shared by every layer of one forward pass.
+/// Per-layer inputs of one forward pass.
 struct LayerContext<'a> {
     layer: usize,
     rope: &'a RopeTables,
-    mask: &'a Tensor,
+    bias: &'a Tensor,
+    /// This layer's `(Hq + Hkv, D)` q/k norm weights.
+    norms: &'a Tensor,
     kv: Option<&'a dyn KvBinding>,
 }
 
 impl DecoderLayer {
-    fn new(p: &nn::Path, cfg: &SdarConfig) -> Self {
+    fn new(p: &nn::Path, cfg: &SdarConfig) -> (Self, (Tensor, Tensor)) {
         let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
-        Self {
+        let (self_attn, norms) = Attention::new(&(p / "self_attn"), cfg);
+        let layer = Self {
             input_layernorm: RmsNorm::new(&(p / "input_layernorm"), h, eps),
-            self_attn: Attention::new(&(p / "self_attn"), cfg),
+            self_attn,
             post_attention_layernorm: RmsNorm::new(&(p / "post_attention_layernorm"), h, eps),
             mlp: Mlp::new(&(p / "mlp"), cfg),
-        }
+        };
+        (layer, norms)
     }
 
     /// One layer; with `rows`, only those rows come out (their keys/values still go in).
@@ -208,8 +276,9 @@ pub struct ForwardInput<'a> {
     pub mask: &'a Tensor,
     /// Key/value storage; `None` attends over this pass's own rows only.
     pub kv: Option<&'a dyn KvBinding>,
-    /// Rows `(B, R)` whose hidden states are wanted (`None`: all). Other rows still write their
-    /// keys/values, but the last layer skips their queries, attention output and MLP.
+    /// Rows whose hidden states are wanted (`None`: all), as `(B, R)` indices into the flattened
+    /// `(B·T)` rows, batch row n's rows in row n. Other rows still write their keys/values, but
+    /// the last layer skips their attention output and MLP.
     pub output_rows: Option<&'a Tensor>,
 }
 
@@ -232,6 +301,8 @@ pub struct Sdar {
     config: SdarConfig,
     embed_tokens: Tensor,
     layers: Vec<DecoderLayer>,
+    /// Every layer's q/k norm weights (the variables are views into it).
+    qk_norms: NormTable,
     norm: RmsNorm,
     lm_head: Tensor,
     rope: Rope,
@@ -247,26 +318,34 @@ impl Sdar {
             stdev: 0.02,
         };
         let embed_tokens = (&model / "embed_tokens").var("weight", &[v, h], init);
-        let layers = (0..config.num_hidden_layers)
+        let (layers, norms): (Vec<_>, Vec<_>) = (0..config.num_hidden_layers)
             .map(|i| DecoderLayer::new(&(&model / "layers" / i), config))
-            .collect();
+            .unzip();
         let lm_head = if config.tie_word_embeddings {
             embed_tokens.shallow_clone()
         } else {
             (root / "lm_head").var("weight", &[v, h], init)
         };
+        let qk_norms = NormTable::new(
+            norms,
+            config.num_attention_heads,
+            config.num_key_value_heads,
+        );
         Self {
             config: config.clone(),
-            embed_tokens,
             layers,
+            qk_norms,
             norm: RmsNorm::new(&(&model / "norm"), h, config.rms_norm_eps),
             lm_head,
             // Rope base presence is checked by `SdarConfig::validate`.
             rope: Rope::new(
                 config.head_dim(),
                 config.rope_base().unwrap_or(1e6),
+                config.max_position_embeddings,
+                embed_tokens.kind(),
                 root.device(),
             ),
+            embed_tokens,
         }
     }
 
@@ -288,30 +367,45 @@ impl Sdar {
     /// Final hidden states after the last RMSNorm: `(B, T, H)`, or `(B, R, H)` for
     /// `input.output_rows`.
     pub fn hidden_states(&self, input: &ForwardInput) -> Tensor {
+        if !super::fused::grad_enabled() {
+            self.qk_norms.sync();
+        }
         let mut x = Tensor::embedding(&self.embed_tokens, input.ids, -1, false, false);
-        let kind = x.kind();
-        let rope = self.rope.tables(input.positions, kind);
+        let (kind, group) = (
+            x.kind(),
+            self.config.num_attention_heads / self.config.num_key_value_heads,
+        );
+        let rope = self.rope.tables(input.positions);
+        let bias = attention_bias(input.mask, kind, group);
         let rows = input.output_rows.map(|index| QueryRows {
             index: index.shallow_clone(),
-            rope: self.rope.tables(&take_rows(input.positions, index), kind),
-            mask: take_rows(&input.mask.squeeze_dim(1), index).unsqueeze(1),
+            bias: attention_bias(
+                &take_rows(&input.mask.squeeze_dim(1), index).unsqueeze(1),
+                kind,
+                group,
+            ),
         });
         let last = self.layers.len().saturating_sub(1);
-        for (layer, block) in self.layers.iter().enumerate() {
-            let ctx = LayerContext {
-                layer,
-                rope: &rope,
-                mask: input.mask,
-                kv: input.kv,
-            };
-            x = block.forward(&x, &ctx, if layer == last { rows.as_ref() } else { None });
-        }
+        let x = op_count::section(|| {
+            for (layer, block) in self.layers.iter().enumerate() {
+                let norms = self.qk_norms.layer(layer);
+                let ctx = LayerContext {
+                    layer,
+                    rope: &rope,
+                    bias: &bias,
+                    norms: &norms,
+                    kv: input.kv,
+                };
+                x = block.forward(&x, &ctx, if layer == last { rows.as_ref() } else { None });
+            }
+            x
+        });
         self.norm.forward(&x)
     }
 
     /// LM-head logits for hidden states of any leading shape `(…, H)` → `(…, V)`.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        hidden.matmul(&self.lm_head.tr())
+        hidden.linear::<Tensor>(&self.lm_head, None)
     }
 
     /// Full forward: logits `(B, T, V)` for every row.
