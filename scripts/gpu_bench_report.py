@@ -44,8 +44,9 @@ def shape_table(out, shape):
     ours, theirs = bench_rows(out, shape), hf_rows(out, shape)
     lines = [f"### {shape}", "",
              "| batch | S | tokens/s | ms / forward | % of HBM bound | GPU memory (GiB) "
+             "| ops / forward (kernels) | attention | KV MB copied / forward "
              "| transformers tokens/s | t3d / transformers |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
     rows = []
     for key in sorted(ours):
         r, hf = ours[key], theirs.get(key)
@@ -55,12 +56,19 @@ def shape_table(out, shape):
                "tokens_per_second": r["tokens_per_second"], "ms_per_forward": r["ms_per_forward"],
                "hbm_bound_percent": r.get("hbm_bound_percent"),
                "gpu_memory_gib": mem / 2**30 if mem else None,
+               "aten_ops_per_forward": r.get("aten_ops_per_forward"),
+               "kernel_ops_per_forward": r.get("kernel_ops_per_forward"),
+               "sdpa_backend": r.get("sdpa_backend"),
+               "kv_mb_copied_per_forward": (r.get("kv_bytes_copied_per_forward") or 0) / 1e6,
                "transformers_tokens_per_second": hf_tps,
                "t3d_over_transformers": r["tokens_per_second"] / hf_tps if hf_tps else None}
         rows.append(row)
         lines.append(f"| {key[0]} | {key[1]} | {row['tokens_per_second']:.1f} "
                      f"| {row['ms_per_forward']:.2f} | {fmt(row['hbm_bound_percent'], '.1f')} "
-                     f"| {fmt(row['gpu_memory_gib'], '.1f')} | {fmt(hf_tps, '.1f')} "
+                     f"| {fmt(row['gpu_memory_gib'], '.1f')} "
+                     f"| {fmt(row['aten_ops_per_forward'], '.0f')} ({fmt(row['kernel_ops_per_forward'], '.0f')}) "
+                     f"| {row['sdpa_backend'] or '-'} | {row['kv_mb_copied_per_forward']:.1f} "
+                     f"| {fmt(hf_tps, '.1f')} "
                      f"| {fmt(row['t3d_over_transformers'], '.2f')} |")
     return rows, lines
 

@@ -59,6 +59,12 @@ fn the_gpu_benchmark_runs_its_whole_path_on_the_cpu_and_summarises_it() {
         for row in rows {
             let bound = row["hbm_bound_percent"].as_f64().unwrap();
             assert!(bound > 0.0 && row["tokens_per_second"].as_f64().unwrap() > 0.0);
+            let ops = row["aten_ops_per_forward"].as_f64().unwrap();
+            assert!(ops >= row["kernel_ops_per_forward"].as_f64().unwrap() && ops > 0.0);
+            assert_eq!(
+                row["sdpa_backend"], "flash",
+                "the CPU's fused kernel\n{log}"
+            );
         }
     }
     let beside_transformers = bench

@@ -11,6 +11,7 @@ use crate::engine::device_memory::cuda_free_and_total;
 use crate::engine::{
     generate, DecodeStats, DenoiseParams, GenerationParams, SpecialIds, StopParams,
 };
+use crate::model::op_count::count_ops;
 use crate::model::{checkpoint, parse_device, parse_dtype, Sdar, SdarConfig};
 
 /// One measured setting.
@@ -38,6 +39,18 @@ pub struct BenchRow {
     pub bytes_per_forward: f64,
     /// Time those bytes take at `--hbm-bandwidth-gbs`, as % of the measured time.
     pub hbm_bound_percent: Option<f64>,
+    /// Top-level ATen ops per forward (one counted run after the timed ones).
+    pub aten_ops_per_forward: f64,
+    /// Of those, ops that do work (not views): on a GPU, kernel launches.
+    pub kernel_ops_per_forward: f64,
+    /// Top-level ATen ops per transformer layer per forward.
+    pub aten_ops_per_layer: f64,
+    /// Of those, ops that do work.
+    pub kernel_ops_per_layer: f64,
+    /// Bytes of keys/values copied out of the cache per forward for attention.
+    pub kv_bytes_copied_per_forward: f64,
+    /// The attention kernel libtorch picks at this setting's shapes (`_fused_sdp_choice`).
+    pub sdpa_backend: String,
     /// Memory in use on the CUDA device after the setting ran (the caching allocator keeps
     /// what it reserved, so this is the peak, CUDA context included).
     pub gpu_memory_used_bytes: Option<u64>,
@@ -216,8 +229,42 @@ fn measure(
         bytes_per_forward: 0.0,
         hbm_bound_percent: None,
         gpu_memory_used_bytes: None,
+        aten_ops_per_forward: 0.0,
+        kernel_ops_per_forward: 0.0,
+        aten_ops_per_layer: 0.0,
+        kernel_ops_per_layer: 0.0,
+        kv_bytes_copied_per_forward: 0.0,
+        sdpa_backend: model
+            .attention_backend(
+                batch as i64,
+                2 * args.block_size as i64,
+                (args.prompt_len + args.gen_tokens) as i64,
+            )
+            .to_string(),
     };
+    let mut row = row;
+    count_forward_cost(&mut row, model, special, &reqs, batch)?;
     Ok((row, stats))
+}
+
+/// Fills `row`'s op and KV-copy figures from one more run, counted.
+fn count_forward_cost(
+    row: &mut BenchRow,
+    model: &Sdar,
+    special: SpecialIds,
+    reqs: &[(Vec<i64>, GenerationParams)],
+    batch: usize,
+) -> anyhow::Result<()> {
+    let (run, ops) = count_ops(|| generate(model, special, None, reqs, batch));
+    let (_, stats) = run?;
+    let forwards = stats.forwards.max(1) as f64;
+    let layers = model.config().num_hidden_layers.max(1) as f64;
+    row.aten_ops_per_forward = ops.ops as f64 / forwards;
+    row.kernel_ops_per_forward = ops.kernels() as f64 / forwards;
+    row.aten_ops_per_layer = ops.in_sections as f64 / forwards / layers;
+    row.kernel_ops_per_layer = (ops.in_sections - ops.views_in_sections) as f64 / forwards / layers;
+    row.kv_bytes_copied_per_forward = stats.kv_bytes_materialised as f64 / forwards;
+    Ok(())
 }
 
 fn sync(device: tch::Device) {
@@ -229,15 +276,26 @@ fn sync(device: tch::Device) {
 /// The table header matching [`format_row`].
 pub fn header() -> String {
     format!(
-        "{:>5} {:>3} {:>3} {:>8} {:>8} {:>9} {:>10} {:>9} {:>8}",
-        "batch", "b", "S", "tokens", "forwards", "tok/fwd", "tok/s", "ms/fwd", "%bound"
+        "{:>5} {:>3} {:>3} {:>8} {:>8} {:>9} {:>10} {:>9} {:>8} {:>9} {:>10} {:>6}",
+        "batch",
+        "b",
+        "S",
+        "tokens",
+        "forwards",
+        "tok/fwd",
+        "tok/s",
+        "ms/fwd",
+        "%bound",
+        "ops/layer",
+        "kvMB/fwd",
+        "sdpa"
     )
 }
 
 /// One table line.
 pub fn format_row(r: &BenchRow) -> String {
     format!(
-        "{:>5} {:>3} {:>3} {:>8} {:>8} {:>9.2} {:>10.1} {:>9.2} {:>8}",
+        "{:>5} {:>3} {:>3} {:>8} {:>8} {:>9.2} {:>10.1} {:>9.2} {:>8} {:>9.1} {:>10.2} {:>6}",
         r.batch,
         r.block_size,
         r.steps_per_block,
@@ -247,7 +305,10 @@ pub fn format_row(r: &BenchRow) -> String {
         r.tokens_per_second,
         r.ms_per_forward,
         r.hbm_bound_percent
-            .map_or_else(|| "-".to_string(), |p| format!("{p:.1}"))
+            .map_or_else(|| "-".to_string(), |p| format!("{p:.1}")),
+        r.aten_ops_per_layer,
+        r.kv_bytes_copied_per_forward / 1e6,
+        r.sdpa_backend
     )
 }
 
@@ -271,8 +332,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_read_of_sdar_1_7b_at_h200_bandwidth_is_the_issue_s_bound() {
-        // Issue 17: SDAR-1.7B in bf16 is ~3.44 GB; at 4.8 TB/s one read takes ~0.72 ms.
+    fn one_read_of_sdar_1_7b_at_h200_bandwidth_is_the_bound() {
+        // SDAR-1.7B in bf16 is ~3.44 GB; at 4.8 TB/s one read takes ~0.72 ms.
         let traffic = MemoryTraffic::of(&SdarConfig::sdar_1_7b(), tch::Kind::BFloat16);
         let one_forward = DecodeStats {
             forwards: 1,

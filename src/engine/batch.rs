@@ -2,10 +2,13 @@
 //! block-causal mask `(B, 1, Q, K)` over the cache, the cache write plan, and the rows whose
 //! logits are needed (each sequence's current block).
 //!
-//! Sequence i feeds `Q_i` rows (pending commit tokens, then its block) at absolute positions
-//! `C_i .. C_i + Q_i` (C_i = its cached length). Row p may attend key k iff `k < C_i + Q_i` and
-//! `k / b ≤ p / b`: causal across blocks, bidirectional inside one, over cache and new rows alike.
-//! Padding rows attend key 0 only and write nothing.
+//! Batch row r is KV slot `first + r`, for every slot from the lowest to the highest the step's
+//! sequences hold, so the attention reads the batch's keys as one view of the cache; a slot in
+//! between that is not in the step is a padding row. Sequence i feeds `Q_i` rows (pending commit
+//! tokens, then its block) at absolute positions `C_i .. C_i + Q_i` (C_i = its cached length).
+//! Row p may attend key k iff `k < C_i + Q_i` and `k / b ≤ p / b`: causal across blocks,
+//! bidirectional inside one, over cache and new rows alike. Padding rows attend key 0 only and
+//! write into the scratch slot.
 //!
 //! The host-side index arrays are staged into the step's one [`Upload`] ([`StagedBatch`]); the
 //! positions, mask and row indices are then derived on the device.
@@ -27,50 +30,54 @@ pub struct ForwardBatch {
     pub mask: Tensor,
     /// Where the rows go in the cache.
     pub plan: WritePlan,
-    /// `(B, b)` rows of the flattened `(B·Q)` query holding each sequence's block (for the
-    /// LM head).
+    /// `(B, b)` rows of the flattened `(B·Q)` query holding each batch row's block (padding
+    /// rows point at their own first row).
     pub block_rows: Tensor,
+    /// Batch row of each sequence, in the order the sequences were given.
+    pub sequence_rows: Tensor,
 }
 
 /// A [`ForwardBatch`] whose index arrays are staged in the step's [`Upload`], not yet sent.
 #[derive(Debug)]
 pub struct StagedBatch {
-    batch: i64,
+    rows: i64,
+    first_slot: i64,
     block: i64,
     q_max: i64,
     key_len: i64,
-    pages_per_row: i64,
     real_rows: usize,
     key_positions: u64,
-    /// ids, cached, lens, tables, block starts, write pages, write offsets.
-    segments: [Segment; 7],
+    /// ids, cached, lens, block rows, write rows, sequence rows.
+    segments: [Segment; 6],
 }
 
 impl StagedBatch {
     /// Stages the index arrays of `seqs` (all admitted, their pages grown to cover this forward,
-    /// same block size; `pad_id` is any valid token id) into `upload`.
+    /// same block size; `pad_id` is any valid token id) into `upload`, with the cache pages the
+    /// forward reads for the first time (zeroed before it runs).
     pub fn stage(
         seqs: &[&mut Sequence],
-        cache: &KvCache,
+        cache: &mut KvCache,
         pad_id: i64,
         upload: &mut Upload,
-    ) -> Self {
+    ) -> (Self, Vec<i64>) {
         let host = HostBatch::collect(seqs, cache, pad_id);
+        let last_slot = host.first_slot + host.cached.len() - 1;
+        let fresh = cache.pages_to_zero(host.first_slot..=last_slot, host.key_len as usize);
         let parts = [
             &host.ids,
             &host.cached,
             &host.lens,
-            &host.tables,
             &host.block_starts,
-            &host.write_pages,
-            &host.write_offsets,
+            &host.write_rows,
+            &host.sequence_rows,
         ];
-        Self {
-            batch: seqs.len() as i64,
+        let staged = Self {
+            rows: host.cached.len() as i64,
+            first_slot: host.first_slot as i64,
             block: seqs[0].block_size() as i64,
             q_max: host.q_max,
             key_len: host.key_len,
-            pages_per_row: host.pages_per_row,
             real_rows: host.lens.iter().sum::<i64>() as usize,
             key_positions: host
                 .cached
@@ -79,32 +86,33 @@ impl StagedBatch {
                 .map(|(c, l)| (c + l) as u64)
                 .sum(),
             segments: parts.map(|v| upload.push_i64(v)),
-        }
+        };
+        (staged, fresh)
     }
 
     /// The batch's tensors, built on the device from the sent upload.
     pub fn on_device(&self, uploaded: &Uploaded) -> ForwardBatch {
-        let (batch, q_max, b) = (self.batch, self.q_max, self.block);
-        let [ids, cached, lens, tables, block_starts, write_pages, write_offsets] =
+        let (rows, q_max, b) = (self.rows, self.q_max, self.block);
+        let [ids, cached, lens, block_starts, write_rows, sequence_rows] =
             self.segments.map(|s| uploaded.get(s));
         let device = ids.device();
         let row = Tensor::arange(q_max, (Kind::Int64, device)).view([1, q_max]);
-        let positions = cached.view([batch, 1]) + &row;
+        let positions = cached.view([rows, 1]) + &row;
         let mask = block_causal_mask(&positions, &cached, &lens, b, self.key_len);
-        // Rows of the flattened `(B·Q)` query: sequence i's block starts at `i·Q + start_i`.
-        let block_rows = block_starts.view([batch, 1]) + Tensor::arange(b, (Kind::Int64, device));
+        // Rows of the flattened `(B·Q)` query: batch row r's block starts at `r·Q + start_r`.
+        let block_rows = block_starts.view([rows, 1]) + Tensor::arange(b, (Kind::Int64, device));
         ForwardBatch {
-            ids: ids.view([batch, q_max]),
+            ids: ids.view([rows, q_max]),
             positions,
             mask,
             plan: WritePlan {
-                tables,
-                pages_per_row: self.pages_per_row,
-                write_pages: write_pages.view([batch, q_max]),
-                write_offsets: write_offsets.view([batch, q_max]),
+                write_rows: write_rows.view([rows, q_max]),
+                first_slot: self.first_slot,
+                rows,
                 key_len: self.key_len,
             },
             block_rows,
+            sequence_rows,
         }
     }
 
@@ -120,22 +128,21 @@ impl StagedBatch {
     }
 }
 
-/// The index arrays of one forward, on the host.
+/// The index arrays of one forward, on the host; batch row r is slot `first_slot + r`.
 struct HostBatch {
-    /// `(B·Q)` token ids, padded per sequence to `q_max`.
+    first_slot: usize,
+    /// `(B·Q)` token ids, padded per row to `q_max`.
     ids: Vec<i64>,
-    /// Cached length of each sequence.
+    /// Cached length of each row (0 for padding rows).
     cached: Vec<i64>,
-    /// Query rows of each sequence.
+    /// Query rows of each row (0 for padding rows).
     lens: Vec<i64>,
-    /// Each sequence's page table padded with page 0 to `pages_per_row`, flattened.
-    tables: Vec<i64>,
-    pages_per_row: i64,
-    /// First block row of each sequence in the flattened `(B·Q)` query.
+    /// First block row of each batch row in the flattened `(B·Q)` query.
     block_starts: Vec<i64>,
-    /// Page and offset in the page of every query row (padding rows: page 0).
-    write_pages: Vec<i64>,
-    write_offsets: Vec<i64>,
+    /// Pool row of every query row.
+    write_rows: Vec<i64>,
+    /// Batch row of each sequence, in the given order.
+    sequence_rows: Vec<i64>,
     /// Longest query.
     q_max: i64,
     /// Keys the attention reads: the longest `cached + len`.
@@ -144,48 +151,46 @@ struct HostBatch {
 
 impl HostBatch {
     fn collect(seqs: &[&mut Sequence], cache: &KvCache, pad_id: i64) -> Self {
-        let queries: Vec<Vec<i64>> = seqs.iter().map(|s| s.query_tokens()).collect();
-        let q_max = queries.iter().map(Vec::len).max().unwrap_or(0) as i64;
         // `BlockDecoder::step` only packs admitted sequences.
-        let tables: Vec<&[usize]> = seqs
+        let slots: Vec<usize> = seqs.iter().map(|s| s.slot.unwrap_or(0)).collect();
+        let first_slot = slots.iter().copied().min().unwrap_or(0);
+        let rows = slots.iter().copied().max().unwrap_or(0) - first_slot + 1;
+        let mut at_row: Vec<Option<&Sequence>> = vec![None; rows];
+        for (seq, &slot) in seqs.iter().zip(&slots) {
+            at_row[slot - first_slot] = Some(&**seq);
+        }
+        let queries: Vec<Vec<i64>> = at_row
             .iter()
-            .map(|s| cache.table(s.slot.unwrap_or(usize::MAX)))
+            .map(|s| s.map_or_else(Vec::new, Sequence::query_tokens))
             .collect();
-        let pages_per_row = tables.iter().map(|t| t.len()).max().unwrap_or(0).max(1);
-        let page = cache.page_size() as i64;
+        let q_max = queries.iter().map(Vec::len).max().unwrap_or(0) as i64;
+        let slot_positions = cache.slot_positions() as i64;
+        let scratch = cache.scratch_slot() as i64 * slot_positions;
         let mut host = Self {
-            ids: Vec::with_capacity(seqs.len() * q_max as usize),
-            cached: seqs.iter().map(|s| s.cached_len() as i64).collect(),
-            lens: queries.iter().map(|q| q.len() as i64).collect(),
-            tables: Vec::with_capacity(seqs.len() * pages_per_row),
-            pages_per_row: pages_per_row as i64,
-            block_starts: seqs
+            first_slot,
+            ids: Vec::with_capacity(rows * q_max as usize),
+            cached: at_row
                 .iter()
-                .enumerate()
-                .map(|(i, s)| (i * q_max as usize + s.block_row()) as i64)
+                .map(|s| s.map_or(0, |s| s.cached_len() as i64))
                 .collect(),
-            write_pages: Vec::new(),
-            write_offsets: Vec::new(),
+            lens: queries.iter().map(|q| q.len() as i64).collect(),
+            block_starts: Vec::with_capacity(rows),
+            write_rows: Vec::with_capacity(rows * q_max as usize),
+            sequence_rows: slots.iter().map(|&s| (s - first_slot) as i64).collect(),
             q_max,
-            key_len: 0,
+            key_len: 1,
         };
-        for (i, query) in queries.iter().enumerate() {
-            let table = tables[i];
-            host.tables.extend(table.iter().map(|&p| p as i64));
-            host.tables.resize((i + 1) * pages_per_row, 0);
-            host.key_len = host.key_len.max(host.cached[i] + host.lens[i]);
+        for (r, query) in queries.iter().enumerate() {
+            let base = (first_slot + r) as i64 * slot_positions + host.cached[r];
+            host.key_len = host.key_len.max(host.cached[r] + host.lens[r]);
+            let block_row = at_row[r].map_or(0, |s| s.block_row() as i64);
+            host.block_starts.push(r as i64 * q_max + block_row);
             for j in 0..q_max {
                 host.ids
                     .push(query.get(j as usize).copied().unwrap_or(pad_id));
-                let position = host.cached[i] + j;
-                let page_of = |p: i64| table.get((p / page) as usize).map_or(0, |&p| p as i64);
-                let (page_id, offset) = if j < host.lens[i] {
-                    (page_of(position), position % page)
-                } else {
-                    (0, j % page)
-                };
-                host.write_pages.push(page_id);
-                host.write_offsets.push(offset);
+                let real = j < host.lens[r];
+                host.write_rows
+                    .push(if real { base + j } else { scratch + j });
             }
         }
         host

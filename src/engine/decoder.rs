@@ -64,14 +64,7 @@ impl<'m> BlockDecoder<'m> {
         shape: CacheShape,
     ) -> Self {
         let (kind, device) = (model.dtype(), model.device());
-        let cache = KvCache::new(
-            model.config(),
-            shape.max_sequences,
-            shape.pages,
-            shape.page_size,
-            kind,
-            device,
-        );
+        let cache = KvCache::new(model.config(), shape, kind, device);
         let banned = tokenizer.map_or_else(|| vec![special.mask], |t| t.never_generate.clone());
         let mut upload = Upload::default();
         let banned = upload.push_i64(&banned);
@@ -150,12 +143,13 @@ impl<'m> BlockDecoder<'m> {
             .iter()
             .filter_map(|s| Some((s.slot?, s.cached_len() + s.query_len())))
             .collect();
-        let fresh_pages = self.cache.grow(&needs).map_err(EngineError::Invalid)?;
+        self.cache.grow(&needs).map_err(EngineError::Invalid)?;
         // Everything the step needs on the device goes in one copy.
         let mut upload = Upload::default();
-        let fresh_pages = (!fresh_pages.is_empty()).then(|| upload.push_i64(&fresh_pages));
         let sampling = StagedSampling::stage(&mut upload, &rows, &uniforms, want_entropy);
-        let staged = StagedBatch::stage(seqs, &self.cache, self.special.mask, &mut upload);
+        let (staged, fresh_pages) =
+            StagedBatch::stage(seqs, &mut self.cache, self.special.mask, &mut upload);
+        let fresh_pages = (!fresh_pages.is_empty()).then(|| upload.push_i64(&fresh_pages));
         // libtorch reports shape errors and out-of-memory as panics through tch's infallible
         // API; contain them so one failing batch cannot take the caller down.
         let forward = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -209,7 +203,12 @@ impl<'m> BlockDecoder<'m> {
             kv: Some(&binding),
             output_rows: Some(&batch.block_rows),
         };
-        let logits = self.model.logits(&self.model.hidden_states(&input)); // (B, b, V)
+        // Batch rows are slots; the sequences' rows, in their order, go to the LM head.
+        let hidden = self
+            .model
+            .hidden_states(&input)
+            .index_select(0, &batch.sequence_rows);
+        let logits = self.model.logits(&hidden); // (N, b, V)
         let vocab = logits.size()[2];
         let mut rows = logits.reshape([-1, vocab]);
         let _ = rows.index_fill_(1, &self.never_generate, f64::NEG_INFINITY);

@@ -100,6 +100,7 @@ pub fn plan(
             max_sequences: max_sequences.max(1),
             pages,
             page_size,
+            max_context: wanted_len.min(held) + CONTEXT_SLACK,
         },
         max_model_len: wanted_len.min(held),
         bytes: (pages + 1) * page_bytes,

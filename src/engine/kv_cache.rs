@@ -1,15 +1,18 @@
-//! The paged KV cache: per layer one key and one value pool of `(pages, page_size, Hkv, D)`,
-//! shared by every sequence through its page table, so long contexts and many short requests
-//! draw on one budget instead of each slot reserving the worst case.
+//! The KV cache: per layer, each sequence slot owns one contiguous run of positions, sized for
+//! the longest context a request may reach, so a batch of neighbouring slots is one strided
+//! view of the pool and attention reads the cache in place (no per-layer gather).
 //!
-//! Admission promises a sequence the pages it can ever need (prompt + `max_tokens` + a block of
-//! scratch), so a running sequence never runs out; it takes them as it grows and gives back
-//! every page on release. Page 0 is a zeroed padding page that is never handed out. On the CPU
-//! the pools are allocated uninitialised, so the OS commits memory only as pages are first
-//! written (the process grows with what the sequences hold); a page is zeroed when first handed
-//! out, so a masked attention read never meets an uninitialised NaN.
+//! Memory is still handed out and accounted in pages shared by every sequence: admission
+//! promises a sequence the pages it can ever need (prompt + `max_tokens` + a block of scratch)
+//! out of one budget, so many short requests fit where a few long ones would. On the CPU the
+//! pool is allocated uninitialised and the OS commits memory only as pages are first written, so
+//! the process holds what sequences use; on a GPU the pool is allocated whole, and the slots are
+//! as many as the budget holds at the longest context. Pages are zeroed before the attention
+//! first reads them (a NaN in uninitialised memory would leak through a masked weight of 0).
+//! One extra slot at the end takes the writes of padding rows.
 
 use std::cell::Cell;
+use std::collections::BTreeSet;
 
 use tch::{Device, Kind, Tensor};
 
@@ -18,15 +21,17 @@ use crate::model::{KvBinding, SdarConfig};
 /// Positions per page unless a caller says otherwise (as vLLM's default block).
 pub const DEFAULT_PAGE_SIZE: usize = 16;
 
-/// The size of a cache: how many sequences, and pages of how many positions.
+/// The size of a cache: how many sequences, how long each may grow, and the page budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheShape {
     /// Sequences decoded at once.
     pub max_sequences: usize,
-    /// Usable pages (shared by every sequence).
+    /// Usable pages (the budget every sequence draws on).
     pub pages: usize,
     /// Positions per page.
     pub page_size: usize,
+    /// Positions one sequence may reach (its slot's length).
+    pub max_context: usize,
 }
 
 impl CacheShape {
@@ -36,6 +41,7 @@ impl CacheShape {
             max_sequences: sequences,
             pages: sequences * positions.div_ceil(DEFAULT_PAGE_SIZE),
             page_size: DEFAULT_PAGE_SIZE,
+            max_context: positions,
         }
     }
 }
@@ -47,32 +53,34 @@ pub enum Admission {
     Fits,
     /// Once running sequences release pages or a sequence slot.
     Wait,
-    /// Never: it needs more pages than the whole cache has.
+    /// Never: it needs more than a slot or the whole budget holds.
     Never,
 }
 
-/// One sequence's pages: those it holds, and how many more it was promised.
+/// One slot's pages: how many it holds, and how many more it was promised.
 #[derive(Debug, Default)]
-struct PageTable {
-    pages: Vec<usize>,
+struct SlotPages {
+    held: usize,
     promised: usize,
 }
 
-/// Paged key/value storage for up to `max_sequences` sequences.
+/// Key/value storage for up to `slots` sequences.
 #[derive(Debug)]
 pub struct KvCache {
-    /// Every layer's key pages, `(layers, pages + 1, page_size, Hkv, D)`; `keys[l]` is layer l's.
+    /// Keys of every layer and slot, `(layers, slots + 1, slot_positions, Hkv, D)`.
     key_pool: Tensor,
     value_pool: Tensor,
-    keys: Vec<Tensor>,
-    values: Vec<Tensor>,
+    /// Per layer, the pool's rows as `(rows, Hkv, D)`, row `slot · slot_positions + position`.
+    key_rows: Vec<Tensor>,
+    value_rows: Vec<Tensor>,
     page_size: usize,
+    slot_pages: usize,
     usable_pages: usize,
-    free_pages: Vec<usize>,
-    zeroed: Vec<bool>,
     unpromised: usize,
-    tables: Vec<Option<PageTable>>,
-    free_slots: Vec<usize>,
+    tables: Vec<Option<SlotPages>>,
+    /// Pages of each slot (from its start) known to hold no uninitialised memory.
+    zeroed: Vec<usize>,
+    free_slots: BTreeSet<usize>,
 }
 
 /// Bytes one cached position takes over all layers (keys and values).
@@ -82,50 +90,49 @@ pub fn bytes_per_position(config: &SdarConfig, kind: Kind) -> usize {
 }
 
 impl KvCache {
-    /// A cache of `pages` usable pages of `page_size` positions for up to `max_sequences`
-    /// sequences.
-    pub fn new(
-        config: &SdarConfig,
-        max_sequences: usize,
-        pages: usize,
-        page_size: usize,
-        kind: Kind,
-        device: Device,
-    ) -> Self {
-        let page_size = page_size.max(1);
-        // Position-major pages: a gathered table reads as `(B, K, Hkv, D)` without a copy.
+    /// A cache of `shape`'s page budget for up to `shape.max_sequences` sequences of up to
+    /// `shape.max_context` positions (on a GPU, fewer slots if the budget holds fewer).
+    pub fn new(config: &SdarConfig, shape: CacheShape, kind: Kind, device: Device) -> Self {
+        let page_size = shape.page_size.max(1);
+        let slot_pages = shape.max_context.max(1).div_ceil(page_size);
+        let slots = match device {
+            Device::Cpu => shape.max_sequences,
+            _ => shape.max_sequences.min(shape.pages / slot_pages),
+        }
+        .max(1);
         let layers = config.num_hidden_layers;
-        let shape = [
-            layers,
-            pages as i64 + 1,
-            page_size as i64,
-            config.num_key_value_heads,
-            config.head_dim(),
-        ];
+        let (heads, dim) = (config.num_key_value_heads, config.head_dim());
+        let slot_positions = (slot_pages * page_size) as i64;
+        let pool_shape = [layers, slots as i64 + 1, slot_positions, heads, dim];
         let pool = || {
             let t = if device == Device::Cpu {
-                Tensor::empty(shape, (kind, device))
+                Tensor::empty(pool_shape, (kind, device))
             } else {
-                Tensor::zeros(shape, (kind, device))
+                Tensor::zeros(pool_shape, (kind, device))
             };
-            let _ = t.narrow(1, 0, 1).zero_();
+            // Every slot's first page: what a padding row reads.
+            let _ = t.narrow(2, 0, page_size as i64).zero_();
             t
         };
         let (key_pool, value_pool) = (pool(), pool());
-        let mut zeroed = vec![device != Device::Cpu; pages + 1];
-        zeroed[0] = true;
+        let rows = |pool: &Tensor| -> Vec<Tensor> {
+            (0..layers)
+                .map(|l| pool.get(l).view([-1, heads, dim]))
+                .collect()
+        };
+        let zeroed_at_start = if device == Device::Cpu { 1 } else { slot_pages };
         Self {
-            keys: (0..layers).map(|l| key_pool.get(l)).collect(),
-            values: (0..layers).map(|l| value_pool.get(l)).collect(),
+            key_rows: rows(&key_pool),
+            value_rows: rows(&value_pool),
             key_pool,
             value_pool,
             page_size,
-            usable_pages: pages,
-            free_pages: (1..=pages).rev().collect(),
-            zeroed,
-            unpromised: pages,
-            tables: (0..max_sequences).map(|_| None).collect(),
-            free_slots: (0..max_sequences).rev().collect(),
+            slot_pages,
+            usable_pages: shape.pages,
+            unpromised: shape.pages,
+            tables: (0..slots).map(|_| None).collect(),
+            zeroed: vec![zeroed_at_start; slots + 1],
+            free_slots: (0..slots).collect(),
         }
     }
 
@@ -134,19 +141,24 @@ impl KvCache {
         self.page_size
     }
 
-    /// Pages sequences can hold (the padding page excluded).
+    /// Pages sequences can hold between them (the budget).
     pub fn pages(&self) -> usize {
         self.usable_pages
     }
 
     /// Pages held by sequences now.
     pub fn pages_in_use(&self) -> usize {
-        self.usable_pages - self.free_pages.len()
+        self.tables.iter().flatten().map(|t| t.held).sum()
     }
 
-    /// Positions the whole cache holds.
+    /// Positions one sequence can reach: its slot's length, or the whole budget if less.
     pub fn capacity(&self) -> usize {
-        self.usable_pages * self.page_size
+        self.slot_pages.min(self.usable_pages) * self.page_size
+    }
+
+    /// Positions of one slot.
+    pub fn slot_positions(&self) -> usize {
+        self.slot_pages * self.page_size
     }
 
     /// Sequences the cache serves at once.
@@ -159,6 +171,11 @@ impl KvCache {
         self.free_slots.len()
     }
 
+    /// The slot padding rows write to.
+    pub fn scratch_slot(&self) -> usize {
+        self.tables.len()
+    }
+
     /// Pages needed for `positions` positions.
     pub fn pages_for(&self, positions: usize) -> usize {
         positions.div_ceil(self.page_size)
@@ -167,7 +184,7 @@ impl KvCache {
     /// Whether a sequence that may reach `positions` positions can be admitted.
     pub fn admission(&self, positions: usize) -> Admission {
         let needed = self.pages_for(positions);
-        if needed > self.usable_pages {
+        if positions > self.capacity() {
             Admission::Never
         } else if self.free_slots.is_empty() || needed > self.unpromised {
             Admission::Wait
@@ -176,19 +193,16 @@ impl KvCache {
         }
     }
 
-    /// Admits a sequence that may reach `positions` positions (its pages are promised, not
-    /// yet taken); `None` unless [`Self::admission`] says it fits.
+    /// Admits a sequence that may reach `positions` positions into the lowest free slot (its
+    /// pages are promised, not yet taken); `None` unless [`Self::admission`] says it fits.
     pub fn allocate(&mut self, positions: usize) -> Option<usize> {
         if self.admission(positions) != Admission::Fits {
             return None;
         }
-        let slot = self.free_slots.pop()?;
+        let slot = self.free_slots.pop_first()?;
         let promised = self.pages_for(positions);
         self.unpromised -= promised;
-        self.tables[slot] = Some(PageTable {
-            pages: Vec::new(),
-            promised,
-        });
+        self.tables[slot] = Some(SlotPages { held: 0, promised });
         Some(slot)
     }
 
@@ -198,63 +212,55 @@ impl KvCache {
             debug_assert!(false, "slot {slot} released twice");
             return;
         };
-        self.unpromised += table.pages.len() + table.promised;
-        self.free_pages.extend(table.pages);
-        self.free_slots.push(slot);
+        self.unpromised += table.held + table.promised;
+        self.free_slots.insert(slot);
     }
 
     /// Makes each `(slot, positions)` hold pages for that many positions; fails if a slot asks
-    /// past what it was promised. Returns the pages handed out for the first time, which the
-    /// caller zeroes with [`Self::zero_pages`] before the forward reads them (their memory is
-    /// uninitialised, and a NaN there would leak through a masked attention weight of 0).
-    pub fn grow(&mut self, needs: &[(usize, usize)]) -> Result<Vec<i64>, String> {
-        let mut fresh = Vec::new();
-        let mut outcome = Ok(());
+    /// past what it was promised.
+    pub fn grow(&mut self, needs: &[(usize, usize)]) -> Result<(), String> {
         for &(slot, positions) in needs {
             let wanted = self.pages_for(positions);
             let Some(table) = self.tables.get_mut(slot).and_then(Option::as_mut) else {
-                outcome = Err(format!("KV slot {slot} is not allocated"));
-                break;
+                return Err(format!("KV slot {slot} is not allocated"));
             };
-            let missing = wanted.saturating_sub(table.pages.len());
-            if missing > table.promised || missing > self.free_pages.len() {
-                outcome = Err(format!("KV slot {slot} grew past its promised pages"));
-                break;
+            let missing = wanted.saturating_sub(table.held);
+            if missing > table.promised {
+                return Err(format!("KV slot {slot} grew past its promised pages"));
             }
-            for _ in 0..missing {
-                let Some(page) = self.free_pages.pop() else {
-                    break;
-                };
-                table.promised -= 1;
-                table.pages.push(page);
-                if !self.zeroed[page] {
-                    self.zeroed[page] = true;
-                    fresh.push(page as i64);
-                }
-            }
+            table.promised -= missing;
+            table.held += missing;
         }
-        if outcome.is_err() {
-            // Nothing will zero them now: the next grow that hands them out again must.
-            fresh
-                .iter()
-                .for_each(|&page| self.zeroed[page as usize] = false);
+        Ok(())
+    }
+
+    /// The pages a forward over slots `slots` reading `key_len` keys meets for the first time,
+    /// as indices into the pool's page axis; the caller zeroes them with [`Self::zero_pages`]
+    /// before the forward (they count as zeroed from now on).
+    pub fn pages_to_zero(
+        &mut self,
+        slots: std::ops::RangeInclusive<usize>,
+        key_len: usize,
+    ) -> Vec<i64> {
+        let wanted = self.pages_for(key_len).min(self.slot_pages);
+        let mut fresh = Vec::new();
+        for slot in slots {
+            let zeroed = &mut self.zeroed[slot];
+            fresh.extend((*zeroed..wanted).map(|page| (slot * self.slot_pages + page) as i64));
+            *zeroed = (*zeroed).max(wanted);
         }
-        outcome.map(|()| fresh)
+        fresh
     }
 
     /// Zeroes the pages `index` (on the cache's device) in every layer: two ops in all.
     pub fn zero_pages(&mut self, index: &Tensor) {
-        for pool in [&mut self.key_pool, &mut self.value_pool] {
-            let _ = pool.index_fill_(1, index, 0.0);
+        let page = self.page_size as i64;
+        for pool in [&self.key_pool, &self.value_pool] {
+            let size = pool.size();
+            let _ = pool
+                .view([size[0], -1, page, size[3], size[4]])
+                .index_fill_(1, index, 0.0);
         }
-    }
-
-    /// The pages `slot` holds, in position order.
-    pub fn table(&self, slot: usize) -> &[usize] {
-        self.tables
-            .get(slot)
-            .and_then(Option::as_ref)
-            .map_or(&[], |t| t.pages.as_slice())
     }
 
     /// Bytes the cache tensors span (on the CPU, memory is committed as pages are first used).
@@ -282,19 +288,40 @@ impl KvCache {
             (start..start + pool.numel() * pool.kind().elt_size_in_bytes()).contains(&at)
         })
     }
+
+    /// Layer `layer`'s keys or values of slots `first .. first + rows`, positions `0..key_len`,
+    /// as a `(rows, Hkv, key_len, D)` view of `pool`.
+    fn slots_view(
+        &self,
+        pool: &Tensor,
+        layer: usize,
+        first: i64,
+        rows: i64,
+        key_len: i64,
+    ) -> Tensor {
+        let size = pool.size();
+        let (slots, positions, heads, dim) = (size[1], size[2], size[3], size[4]);
+        let position_stride = heads * dim;
+        let slot_stride = positions * position_stride;
+        let offset = layer as i64 * slots * slot_stride + first * slot_stride;
+        pool.as_strided(
+            [rows, heads, key_len, dim],
+            [slot_stride, dim, position_stride, 1],
+            offset,
+        )
+    }
 }
 
-/// Where one forward's rows go in the cache and which pages each batch row reads.
+/// Where one forward's rows go in the cache and which slots its batch rows are.
 #[derive(Debug)]
 pub struct WritePlan {
-    /// `(B · pages_per_row)` page ids: each batch row's table, padded with page 0.
-    pub tables: Tensor,
-    /// Pages read per batch row.
-    pub pages_per_row: i64,
-    /// Page of every query row, `(B, Q)`; padding rows write to the padding page 0.
-    pub write_pages: Tensor,
-    /// Offset inside its page of every query row, `(B, Q)`.
-    pub write_offsets: Tensor,
+    /// Pool row (`slot · slot_positions + position`) of every query row, `(B, Q)`; padding
+    /// rows write into the scratch slot.
+    pub write_rows: Tensor,
+    /// Slot of batch row 0; batch row r is slot `first_slot + r`.
+    pub first_slot: i64,
+    /// Batch rows.
+    pub rows: i64,
     /// Positions the attention reads from every row.
     pub key_len: i64,
 }
@@ -313,27 +340,25 @@ impl CacheBinding<'_> {
         self.materialised.get()
     }
 
-    /// Writes `new` `(B, Q, Hkv, D)` into `pool` and reads back each batch row's pages as
-    /// `(B, Hkv, K, D)`.
-    fn store_and_read(&self, pool: &Tensor, new: &Tensor) -> Tensor {
-        let (b, _, h, d) = new.size4().unwrap_or((0, 0, 0, 0));
+    /// Writes `new` `(B, Q, Hkv, D)` into layer `layer` of `pool` and returns the batch's slots
+    /// as `(B, Hkv, K, D)`, a view.
+    fn store_and_read(&self, pool: &Tensor, rows: &Tensor, layer: usize, new: &Tensor) -> Tensor {
         let plan = self.plan;
-        let indices = [Some(&plan.write_pages), Some(&plan.write_offsets)];
-        let _ = pool.shallow_clone().index_put_(&indices, new, false);
-        let page = self.cache.page_size as i64;
-        pool.index_select(0, &plan.tables)
-            .view([b, plan.pages_per_row * page, h, d])
-            .narrow(1, 0, plan.key_len)
-            .transpose(1, 2)
+        let _ = rows
+            .shallow_clone()
+            .index_put_(&[Some(&plan.write_rows)], new, false);
+        self.cache
+            .slots_view(pool, layer, plan.first_slot, plan.rows, plan.key_len)
     }
 }
 
 impl KvBinding for CacheBinding<'_> {
     fn attend_over(&self, layer: usize, k: &Tensor, v: &Tensor) -> (Tensor, Tensor) {
-        let keys = self.store_and_read(&self.cache.keys[layer], k);
-        let values = self.store_and_read(&self.cache.values[layer], v);
+        let cache = self.cache;
+        let keys = self.store_and_read(&cache.key_pool, &cache.key_rows[layer], layer, k);
+        let values = self.store_and_read(&cache.value_pool, &cache.value_rows[layer], layer, v);
         for t in [&keys, &values] {
-            if !self.cache.holds(t) {
+            if !cache.holds(t) {
                 let bytes = t.numel() * t.kind().elt_size_in_bytes();
                 self.materialised
                     .set(self.materialised.get() + bytes as u64);
@@ -347,49 +372,67 @@ impl KvBinding for CacheBinding<'_> {
 mod tests {
     use super::*;
 
+    /// `pages` pages of 4 positions shared by `slots` slots of up to 48 positions each.
     fn cache(pages: usize, slots: usize) -> KvCache {
-        KvCache::new(
-            &SdarConfig::tiny(16),
-            slots,
+        let shape = CacheShape {
+            max_sequences: slots,
             pages,
-            4,
-            Kind::Float,
-            Device::Cpu,
-        )
+            page_size: 4,
+            max_context: 48,
+        };
+        KvCache::new(&SdarConfig::tiny(16), shape, Kind::Float, Device::Cpu)
     }
 
     #[test]
     fn admission_promises_pages_and_release_returns_them() {
         let mut c = cache(10, 3);
-        assert_eq!(c.admission(41), Admission::Never, "11 pages > 10");
+        assert_eq!(c.admission(49), Admission::Never, "longer than a slot");
         let a = c.allocate(24).unwrap(); // 6 pages promised
         assert_eq!(c.admission(20), Admission::Wait, "5 > 4 unpromised");
         let b = c.allocate(16).unwrap(); // 4 pages
+        assert_eq!((a, b), (0, 1), "lowest slots first");
         assert_eq!(c.pages_in_use(), 0, "promised, not taken");
-        assert_eq!(
-            c.grow(&[(a, 9), (b, 4)]).unwrap().len(),
-            4,
-            "4 pages, all new"
-        );
-        assert_eq!(
-            (c.table(a).len(), c.table(b).len(), c.pages_in_use()),
-            (3, 1, 4)
-        );
+        c.grow(&[(a, 9), (b, 4)]).unwrap();
+        assert_eq!(c.pages_in_use(), 4);
         assert!(c.grow(&[(b, 17)]).is_err(), "b was promised 4 pages");
         c.release(a);
         assert_eq!(c.pages_in_use(), 1);
         assert_eq!(c.admission(24), Admission::Fits);
-        let again = c.allocate(24).unwrap();
-        let fresh = c.grow(&[(again, 24)]).unwrap();
+        assert_eq!(c.allocate(24), Some(0), "the freed slot is the lowest");
+    }
+
+    #[test]
+    fn pages_are_zeroed_once_when_a_forward_first_reads_them() {
+        let mut c = cache(30, 3);
+        // Slot s's page p is pool page s * 12 + p; every slot's first page is zeroed up front.
+        assert_eq!(c.pages_to_zero(0..=1, 9), vec![1, 2, 13, 14]);
         assert_eq!(
-            fresh.len(),
-            3,
-            "a's 3 pages come back already zeroed, 3 more are new"
+            c.pages_to_zero(0..=2, 9),
+            vec![25, 26],
+            "slots 0 and 1 are done"
         );
-        assert!(
-            !c.table(b).contains(&0),
-            "page 0 is padding, never handed out"
-        );
+        assert!(c.pages_to_zero(0..=2, 4).is_empty());
+    }
+
+    #[test]
+    fn a_batch_of_slots_is_one_view_of_the_pool() {
+        let mut c = cache(30, 3);
+        let write = |slot: i64, position: i64| slot * 48 + position;
+        let plan = WritePlan {
+            write_rows: Tensor::from_slice(&[write(1, 0), write(1, 1), write(2, 0), write(2, 1)])
+                .view([2, 2]),
+            first_slot: 1,
+            rows: 2,
+            key_len: 2,
+        };
+        let _ = c.zero_pages(&Tensor::from_slice(&[12i64, 24]));
+        let new = Tensor::arange(2 * 2 * 2 * 16, (Kind::Float, Device::Cpu)).view([2, 2, 2, 16]);
+        let binding = c.bind(&plan);
+        let (keys, values) = binding.attend_over(1, &new, &(&new * 2.0));
+        assert_eq!(keys.size(), vec![2, 2, 2, 16]);
+        assert_eq!(binding.materialised_bytes(), 0, "views of the cache");
+        assert!(keys.equal(&new.transpose(1, 2)));
+        assert!(values.equal(&(new.transpose(1, 2) * 2.0)));
     }
 
     #[test]

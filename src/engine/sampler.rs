@@ -4,7 +4,9 @@
 //! per row drawn from the owning request's seeded stream, so a request's samples do not depend
 //! on what else is in the batch. Pipeline per row (spec §3.3): temperature → top-k → softmax →
 //! top-p (renormalised) → inverse-CDF draw; confidence = probability of the drawn token.
-//! Temperature 0 is greedy: argmax, confidence = softmax probability of the argmax.
+//! Temperature 0 is greedy: argmax, confidence = softmax probability of the argmax, computed as
+//! `exp(max − logsumexp)` from the logits as they are (no f32 probability table; entropy, when a
+//! policy asks for it, is the only reason to build one). Top-k sorts only the k largest.
 
 use tch::{Kind, Tensor};
 
@@ -52,6 +54,9 @@ pub struct StagedSampling {
     uniforms: Segment,
     all_greedy: bool,
     any_filter: bool,
+    /// The largest top-k when every sampled row has one (a `topk` of that many then replaces
+    /// sorting the whole vocabulary); `None` when some sampled row has no top-k.
+    top_k_bound: Option<i64>,
     want_entropy: bool,
 }
 
@@ -73,6 +78,11 @@ impl StagedSampling {
             uniforms: upload.push_f32(uniforms),
             all_greedy: rows.iter().all(|r| r.temperature == 0.0),
             any_filter: rows.iter().any(RowSampling::filters),
+            top_k_bound: rows
+                .iter()
+                .filter(|r| r.temperature > 0.0)
+                .map(|r| (r.top_k > 0).then_some(r.top_k))
+                .try_fold(0, |bound, k| k.map(|k| bound.max(k))),
             want_entropy,
         }
     }
@@ -82,12 +92,12 @@ impl StagedSampling {
 /// the results come back in one device-to-host copy.
 pub fn sample_rows(logits: &Tensor, staged: &StagedSampling, uploaded: &Uploaded) -> SampledRows {
     let rows = logits.size()[0] as usize;
-    let logits = logits.to_kind(Kind::Float);
     let (tokens, confidence, probs) = if staged.all_greedy {
-        let probs = logits.softmax(-1, Kind::Float);
-        let (max_prob, argmax) = probs.max_dim(-1, false);
-        (argmax, max_prob, probs)
+        let (tokens, confidence) = greedy(logits);
+        let probs = staged.want_entropy.then(|| logits.softmax(-1, Kind::Float));
+        (tokens, confidence, probs)
     } else {
+        let logits = logits.to_kind(Kind::Float);
         let temperatures = uploaded.get(staged.temperatures);
         let greedy = temperatures.eq(0.0);
         let scaled = logits / temperatures.masked_fill(&greedy, 1.0).unsqueeze(1);
@@ -97,21 +107,21 @@ pub fn sample_rows(logits: &Tensor, staged: &StagedSampling, uploaded: &Uploaded
         let (drawn, conf) = if staged.any_filter {
             let top_k = uploaded.get(staged.top_k);
             let top_p = uploaded.get(staged.top_p);
-            draw_filtered(&probs, &top_k, &top_p, &u)
+            draw_filtered(&probs, staged.top_k_bound, &top_k, &top_p, &u)
         } else {
             draw(&probs, &u)
         };
         (
             argmax.where_self(&greedy, &drawn),
             max_prob.where_self(&greedy, &conf),
-            probs,
+            Some(probs),
         )
     };
     // One device-to-host transfer for everything: token ids are exact in f32 below 2^24, far
     // above any vocabulary size.
     let mut parts = vec![tokens.to_kind(Kind::Float), confidence];
-    if staged.want_entropy {
-        parts.push(entropy_of(&probs));
+    if let (true, Some(probs)) = (staged.want_entropy, &probs) {
+        parts.push(entropy_of(probs));
     }
     let host = download_f32(&Tensor::stack(&parts, 0));
     SampledRows {
@@ -122,6 +132,22 @@ pub fn sample_rows(logits: &Tensor, staged: &StagedSampling, uploaded: &Uploaded
             .map(<[f32]>::to_vec)
             .unwrap_or_default(),
     }
+}
+
+/// Greedy rows in the logits' own dtype, reading them twice (max, and the log-normaliser):
+/// `(argmax, its probability exp(max − logsumexp))` in f32, with no probability table.
+fn greedy(logits: &Tensor) -> (Tensor, Tensor) {
+    let (max, argmax) = logits.max_dim(-1, true);
+    let confidence = if logits.kind() == Kind::Float {
+        (&max - logits.logsumexp([-1], true)).exp()
+    } else {
+        // A half-precision logsumexp would round the normaliser itself; sum in f32 instead.
+        (logits - &max)
+            .exp()
+            .sum_dim_intlist(-1, true, Kind::Float)
+            .reciprocal()
+    };
+    (argmax.squeeze_dim(1), confidence.squeeze_dim(1))
 }
 
 /// Inverse-CDF draw from `(R, V)` probabilities with `u` `(R, 1)`: `(index (R), prob (R))`.
@@ -137,10 +163,21 @@ fn draw(probs: &Tensor, u: &Tensor) -> (Tensor, Tensor) {
 }
 
 /// Top-k (`top_k` `(R)`, 0 = off) then top-p (`top_p` `(R)`) over the sorted distribution,
-/// renormalised, then [`draw`].
-fn draw_filtered(probs: &Tensor, top_k: &Tensor, top_p: &Tensor, u: &Tensor) -> (Tensor, Tensor) {
-    let (device, vocab) = (probs.device(), probs.size()[1]);
-    let (sorted, order) = probs.sort(-1, true);
+/// renormalised, then [`draw`]. With a `bound` on every row's k, only the `bound` largest
+/// probabilities are sorted (`topk`), not the whole vocabulary.
+fn draw_filtered(
+    probs: &Tensor,
+    bound: Option<i64>,
+    top_k: &Tensor,
+    top_p: &Tensor,
+    u: &Tensor,
+) -> (Tensor, Tensor) {
+    let device = probs.device();
+    let (sorted, order) = match bound {
+        Some(k) => probs.topk(k.min(probs.size()[1]), -1, true, true),
+        None => probs.sort(-1, true),
+    };
+    let vocab = sorted.size()[1];
     let k = top_k.masked_fill(&top_k.le(0), vocab).clamp_max(vocab);
     let ranks = Tensor::arange(vocab, (Kind::Int64, device)).unsqueeze(0);
     let keep_k = ranks.lt_tensor(&k.unsqueeze(1));
@@ -224,6 +261,31 @@ mod tests {
         let out = sample_rows(&logits, &[nucleus], &[0.9], false);
         assert_eq!(out.tokens[0], 2);
         assert!((out.confidence[0] - 1.0 / 3.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn a_top_k_row_does_not_cut_an_unfiltered_row_of_the_same_batch() {
+        let logits = Tensor::cat(
+            &[logits_of(&[0.1, 0.6, 0.3]), logits_of(&[0.1, 0.6, 0.3])],
+            0,
+        );
+        let top1 = RowSampling { top_k: 1, ..WARM };
+        let out = sample_rows(&logits, &[top1, WARM], &[0.95, 0.95], false);
+        // A filtered batch draws over the sorted distribution (0.6, 0.3, 0.1): u = 0.95 falls
+        // on the least likely token, which a top-1 cut would have removed.
+        assert_eq!(out.tokens, vec![1, 0]);
+        assert!((out.confidence[1] - 0.1).abs() < 1e-5);
+    }
+
+    #[test]
+    fn greedy_confidence_is_the_softmax_probability_in_any_dtype() {
+        let logits = Tensor::from_slice(&[1.5f32, -0.25, 3.0, 0.5]).unsqueeze(0);
+        let want = logits.softmax(-1, Kind::Float).max().double_value(&[]) as f32;
+        for kind in [Kind::Float, Kind::BFloat16] {
+            let out = sample_rows(&logits.to_kind(kind), &[GREEDY], &[0.5], false);
+            assert_eq!(out.tokens, vec![2]);
+            assert!((out.confidence[0] - want).abs() < 1e-2, "{kind:?}");
+        }
     }
 
     #[test]

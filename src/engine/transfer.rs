@@ -87,10 +87,18 @@ impl Upload {
         }
     }
 
-    /// Copies everything staged to `device` at once.
+    /// Copies everything staged to `device` at once. To a GPU the copy goes from pinned
+    /// memory and does not block: the host goes on launching the step's kernels, which the
+    /// device runs after the copy (libtorch's pinned-memory cache keeps the buffer until then).
     pub fn send(self, device: Device) -> Uploaded {
         bump(|c| c.uploads += 1);
-        Uploaded(Tensor::from_slice(&self.values).to_device(device))
+        let host = Tensor::from_slice(&self.values);
+        Uploaded(match device {
+            Device::Cpu => host,
+            _ => host
+                .pin_memory(device)
+                .to_device_(device, Kind::Int64, true, false),
+        })
     }
 }
 

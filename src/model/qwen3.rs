@@ -403,6 +403,28 @@ impl Sdar {
         self.norm.forward(&x)
     }
 
+    /// The kernel `scaled_dot_product_attention` picks for this model's attention call with
+    /// `batch` rows of `rows` queries over `keys` keys (`math`, `flash`, `efficient`, `cudnn`):
+    /// libtorch's own choice (`_fused_sdp_choice`) for the shapes, dtype and device in use.
+    pub fn attention_backend(&self, batch: i64, rows: i64, keys: i64) -> &'static str {
+        let cfg = &self.config;
+        let (kv, d) = (cfg.num_key_value_heads, cfg.head_dim());
+        let group = cfg.num_attention_heads / kv;
+        let options = (self.dtype(), self.device());
+        let q = Tensor::zeros([batch, kv, rows * group, d], options);
+        let k = Tensor::zeros([batch, kv, keys, d], options);
+        let bias = Tensor::zeros([batch, 1, rows * group, keys], options);
+        let scale = 1.0 / (d as f64).sqrt();
+        match Tensor::internal_fused_sdp_choice(&q, &k, &k, Some(&bias), 0.0, false, scale, false) {
+            0 => "math",
+            1 => "flash",
+            2 => "efficient",
+            3 => "cudnn",
+            4 => "overrideable",
+            _ => "none",
+        }
+    }
+
     /// LM-head logits for hidden states of any leading shape `(…, H)` → `(…, V)`.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
         hidden.linear::<Tensor>(&self.lm_head, None)
