@@ -55,9 +55,9 @@ impl<'m> Engine<'m> {
             mask: tokenizer.mask_id,
         };
         let decoder = BlockDecoder::with_cache(model, special, Some(tokenizer), limits.cache);
-        metrics
-            .kv_slots_total
-            .set(limits.cache.max_sequences as i64);
+        // On a GPU the cache may hold fewer slots than asked (each is sized for the longest
+        // context): report what it has.
+        metrics.kv_slots_total.set(decoder.cache().slots() as i64);
         metrics.kv_pages_total.set(limits.cache.pages as i64);
         metrics.kv_page_size.set(limits.cache.page_size as i64);
         Self {

@@ -118,16 +118,17 @@ impl Attention {
     fn forward(&self, h: &Tensor, ctx: &LayerContext, rows: Option<&QueryRows>) -> Tensor {
         let Heads { query, kv, dim, .. } = self.heads;
         let (b, t) = (h.size()[0], h.size()[1]);
-        let qkv = h.linear::<Tensor>(&self.qkv_proj.weight(), None);
-        let parts = qkv.split_with_sizes([(query + kv) * dim, kv * dim], -1);
-        let qk = parts[0].view([b, t, query + kv, dim]);
+        let qkv = h
+            .linear::<Tensor>(&self.qkv_proj.weight(), None)
+            .view([b, t, query + 2 * kv, dim]);
+        let qk_v = qkv.split_with_sizes([query + kv, kv], 2);
         // Per-head RMSNorm of q and k in one op, then one rotation for both.
-        let qk = qk.rms_norm([dim], None::<Tensor>, self.heads.eps) * ctx.norms;
+        let qk = qk_v[0].rms_norm([dim], None::<Tensor>, self.heads.eps) * ctx.norms;
         let qk = rope::apply(&qk, ctx.rope);
         let q_k = qk.split_with_sizes([query, kv], 2);
-        let v = parts[1].view([b, t, kv, dim]);
+        let v = &qk_v[1];
         let (keys, values) = match ctx.kv {
-            Some(binding) => binding.attend_over(ctx.layer, &q_k[1], &v),
+            Some(binding) => binding.attend_over(ctx.layer, &q_k[1], v),
             None => (q_k[1].transpose(1, 2), v.transpose(1, 2)),
         };
         let (q, bias) = match rows {
@@ -151,21 +152,34 @@ impl Attention {
 }
 
 /// `(B, T, Hq, D)` queries → `(B, Hkv, T·G, D)`: KV head j's query heads `jG .. jG+G` become
-/// query rows `t·G + g`, so every query head meets its own KV head with no K/V repeat.
+/// query rows `t·G + g`, so every query head meets its own KV head with no K/V repeat. One
+/// strided view and one copy.
 fn fold_query_groups(q: &Tensor, heads: Heads) -> Tensor {
     let (b, t) = (q.size()[0], q.size()[1]);
-    let g = heads.group();
-    q.view([b, t, heads.kv, g, heads.dim])
-        .permute([0, 2, 1, 3, 4])
-        .reshape([b, heads.kv, t * g, heads.dim])
+    let (g, d) = (heads.group(), heads.dim);
+    let s = q.stride();
+    // Element (b, j, t, g, d) is q[b, t, jG + g, d].
+    q.as_strided(
+        [b, heads.kv, t, g, d],
+        [s[0], g * s[2], s[1], s[2], s[3]],
+        None, // the tensor's own storage offset
+    )
+    .reshape([b, heads.kv, t * g, d])
 }
 
-/// The inverse of [`fold_query_groups`] on the attention output, flattened to `(B, T, Hq·D)`.
+/// The inverse of [`fold_query_groups`] on the attention output `(B, Hkv, T·G, D)`, whatever
+/// its strides, flattened to `(B, T, Hq·D)`: one strided view and one copy.
 fn unfold_query_groups(o: &Tensor, heads: Heads, t: i64) -> Tensor {
     let b = o.size()[0];
-    o.view([b, heads.kv, t, heads.group(), heads.dim])
-        .permute([0, 2, 1, 3, 4])
-        .reshape([b, t, heads.query * heads.dim])
+    let (g, d) = (heads.group(), heads.dim);
+    let s = o.stride();
+    // Element (b, t, j, g, d) is o[b, j, t·G + g, d].
+    o.as_strided(
+        [b, t, heads.kv, g, d],
+        [s[0], g * s[2], s[1], s[2], s[3]],
+        None,
+    )
+    .reshape([b, t, heads.query * d])
 }
 
 /// `(B, 1, T, K)` boolean mask (`true` = may attend) → the additive bias the attention takes,
