@@ -53,17 +53,14 @@ pub struct StagedBatch {
 
 impl StagedBatch {
     /// Stages the index arrays of `seqs` (all admitted, their pages grown to cover this forward,
-    /// same block size; `pad_id` is any valid token id) into `upload`, with the cache pages the
-    /// forward reads for the first time (zeroed before it runs).
+    /// same block size; `pad_id` is any valid token id) into `upload`.
     pub fn stage(
         seqs: &[&mut Sequence],
-        cache: &mut KvCache,
+        cache: &KvCache,
         pad_id: i64,
         upload: &mut Upload,
-    ) -> (Self, Vec<i64>) {
+    ) -> Self {
         let host = HostBatch::collect(seqs, cache, pad_id);
-        let last_slot = host.first_slot + host.cached.len() - 1;
-        let fresh = cache.pages_to_zero(host.first_slot..=last_slot, host.key_len as usize);
         let parts = [
             &host.ids,
             &host.cached,
@@ -72,7 +69,7 @@ impl StagedBatch {
             &host.write_rows,
             &host.sequence_rows,
         ];
-        let staged = Self {
+        Self {
             rows: host.cached.len() as i64,
             first_slot: host.first_slot as i64,
             block: seqs[0].block_size() as i64,
@@ -86,8 +83,7 @@ impl StagedBatch {
                 .map(|(c, l)| (c + l) as u64)
                 .sum(),
             segments: parts.map(|v| upload.push_i64(v)),
-        };
-        (staged, fresh)
+        }
     }
 
     /// The batch's tensors, built on the device from the sent upload.

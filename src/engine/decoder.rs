@@ -147,16 +147,11 @@ impl<'m> BlockDecoder<'m> {
         // Everything the step needs on the device goes in one copy.
         let mut upload = Upload::default();
         let sampling = StagedSampling::stage(&mut upload, &rows, &uniforms, want_entropy);
-        let (staged, fresh_pages) =
-            StagedBatch::stage(seqs, &mut self.cache, self.special.mask, &mut upload);
-        let fresh_pages = (!fresh_pages.is_empty()).then(|| upload.push_i64(&fresh_pages));
+        let staged = StagedBatch::stage(seqs, &self.cache, self.special.mask, &mut upload);
         // libtorch reports shape errors and out-of-memory as panics through tch's infallible
         // API; contain them so one failing batch cannot take the caller down.
         let forward = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let uploaded = upload.send(self.model.device());
-            if let Some(pages) = fresh_pages {
-                self.cache.zero_pages(&uploaded.get(pages));
-            }
             let batch = staged.on_device(&uploaded);
             tch::no_grad(|| {
                 let (logits, materialised) = self.block_logits(&batch);

@@ -5,17 +5,20 @@
 //! Memory is still handed out and accounted in pages shared by every sequence: admission
 //! promises a sequence the pages it can ever need (prompt + `max_tokens` + a block of scratch)
 //! out of one budget, so many short requests fit where a few long ones would. On the CPU the
-//! pool is allocated uninitialised and the OS commits memory only as pages are first written, so
-//! the process holds what sequences use; on a GPU the pool is allocated whole, and the slots are
-//! as many as the budget holds at the longest context. Pages are zeroed before the attention
-//! first reads them (a NaN in uninitialised memory would leak through a masked weight of 0).
-//! One extra slot at the end takes the writes of padding rows.
+//! pool is address space the OS commits only where it is written ([`HostPool`]) and a released
+//! slot gives its memory back, so the process holds what running sequences use; on a GPU the
+//! pool is allocated whole, and the slots are as many as the budget holds at the longest
+//! context. Memory the attention may read is never uninitialised (a NaN there would leak through
+//! a masked weight of 0): the host pool reads as zeros until written, a device pool is zeroed
+//! once, and what a released slot leaves behind is finite. One extra slot at the end takes the
+//! writes of padding rows.
 
 use std::cell::Cell;
 use std::collections::BTreeSet;
 
 use tch::{Device, Kind, Tensor};
 
+use super::host_pool::HostPool;
 use crate::model::{KvBinding, SdarConfig};
 
 /// Positions per page unless a caller says otherwise (as vLLM's default block).
@@ -78,9 +81,9 @@ pub struct KvCache {
     usable_pages: usize,
     unpromised: usize,
     tables: Vec<Option<SlotPages>>,
-    /// Pages of each slot (from its start) known to hold no uninitialised memory.
-    zeroed: Vec<usize>,
     free_slots: BTreeSet<usize>,
+    /// The CPU memory under the pools, when mapped by us (declared last: dropped after them).
+    host: Option<(HostPool, HostPool)>,
 }
 
 /// Bytes one cached position takes over all layers (keys and values).
@@ -104,23 +107,26 @@ impl KvCache {
         let (heads, dim) = (config.num_key_value_heads, config.head_dim());
         let slot_positions = (slot_pages * page_size) as i64;
         let pool_shape = [layers, slots as i64 + 1, slot_positions, heads, dim];
-        let pool = || {
-            let t = if device == Device::Cpu {
-                Tensor::empty(pool_shape, (kind, device))
-            } else {
-                Tensor::zeros(pool_shape, (kind, device))
-            };
-            // Every slot's first page: what a padding row reads.
-            let _ = t.narrow(2, 0, page_size as i64).zero_();
-            t
+        let elements: i64 = pool_shape.iter().product();
+        let host = (device == Device::Cpu)
+            .then(|| {
+                let bytes = elements as usize * kind.elt_size_in_bytes();
+                Some((HostPool::new(bytes).ok()?, HostPool::new(bytes).ok()?))
+            })
+            .flatten();
+        let pool = |mapped: Option<&HostPool>| match mapped {
+            Some(memory) => memory.tensor(&pool_shape, kind),
+            None => Tensor::zeros(pool_shape, (kind, device)),
         };
-        let (key_pool, value_pool) = (pool(), pool());
+        let (key_pool, value_pool) = (
+            pool(host.as_ref().map(|h| &h.0)),
+            pool(host.as_ref().map(|h| &h.1)),
+        );
         let rows = |pool: &Tensor| -> Vec<Tensor> {
             (0..layers)
                 .map(|l| pool.get(l).view([-1, heads, dim]))
                 .collect()
         };
-        let zeroed_at_start = if device == Device::Cpu { 1 } else { slot_pages };
         Self {
             key_rows: rows(&key_pool),
             value_rows: rows(&value_pool),
@@ -131,8 +137,8 @@ impl KvCache {
             usable_pages: shape.pages,
             unpromised: shape.pages,
             tables: (0..slots).map(|_| None).collect(),
-            zeroed: vec![zeroed_at_start; slots + 1],
             free_slots: (0..slots).collect(),
+            host,
         }
     }
 
@@ -214,6 +220,25 @@ impl KvCache {
         };
         self.unpromised += table.held + table.promised;
         self.free_slots.insert(slot);
+        self.give_back_memory(slot, table.held);
+    }
+
+    /// Hands the host memory of `slot`'s first `pages` pages back to the OS (it reads as zeros
+    /// afterwards); nothing to do on a device.
+    fn give_back_memory(&self, slot: usize, pages: usize) {
+        let Some((keys, values)) = &self.host else {
+            return;
+        };
+        let size = self.key_pool.size();
+        let element = self.key_pool.kind().elt_size_in_bytes();
+        let position = (size[3] * size[4]) as usize * element;
+        let slot_bytes = size[2] as usize * position;
+        let bytes = pages * self.page_size * position;
+        for layer in 0..size[0] as usize {
+            let offset = (layer * size[1] as usize + slot) * slot_bytes;
+            keys.discard(offset, bytes);
+            values.discard(offset, bytes);
+        }
     }
 
     /// Makes each `(slot, positions)` hold pages for that many positions; fails if a slot asks
@@ -232,35 +257,6 @@ impl KvCache {
             table.held += missing;
         }
         Ok(())
-    }
-
-    /// The pages a forward over slots `slots` reading `key_len` keys meets for the first time,
-    /// as indices into the pool's page axis; the caller zeroes them with [`Self::zero_pages`]
-    /// before the forward (they count as zeroed from now on).
-    pub fn pages_to_zero(
-        &mut self,
-        slots: std::ops::RangeInclusive<usize>,
-        key_len: usize,
-    ) -> Vec<i64> {
-        let wanted = self.pages_for(key_len).min(self.slot_pages);
-        let mut fresh = Vec::new();
-        for slot in slots {
-            let zeroed = &mut self.zeroed[slot];
-            fresh.extend((*zeroed..wanted).map(|page| (slot * self.slot_pages + page) as i64));
-            *zeroed = (*zeroed).max(wanted);
-        }
-        fresh
-    }
-
-    /// Zeroes the pages `index` (on the cache's device) in every layer: two ops in all.
-    pub fn zero_pages(&mut self, index: &Tensor) {
-        let page = self.page_size as i64;
-        for pool in [&self.key_pool, &self.value_pool] {
-            let size = pool.size();
-            let _ = pool
-                .view([size[0], -1, page, size[3], size[4]])
-                .index_fill_(1, index, 0.0);
-        }
     }
 
     /// Bytes the cache tensors span (on the CPU, memory is committed as pages are first used).
@@ -402,21 +398,8 @@ mod tests {
     }
 
     #[test]
-    fn pages_are_zeroed_once_when_a_forward_first_reads_them() {
-        let mut c = cache(30, 3);
-        // Slot s's page p is pool page s * 12 + p; every slot's first page is zeroed up front.
-        assert_eq!(c.pages_to_zero(0..=1, 9), vec![1, 2, 13, 14]);
-        assert_eq!(
-            c.pages_to_zero(0..=2, 9),
-            vec![25, 26],
-            "slots 0 and 1 are done"
-        );
-        assert!(c.pages_to_zero(0..=2, 4).is_empty());
-    }
-
-    #[test]
     fn a_batch_of_slots_is_one_view_of_the_pool() {
-        let mut c = cache(30, 3);
+        let c = cache(30, 3);
         let write = |slot: i64, position: i64| slot * 48 + position;
         let plan = WritePlan {
             write_rows: Tensor::from_slice(&[write(1, 0), write(1, 1), write(2, 0), write(2, 1)])
@@ -425,7 +408,6 @@ mod tests {
             rows: 2,
             key_len: 2,
         };
-        let _ = c.zero_pages(&Tensor::from_slice(&[12i64, 24]));
         let new = Tensor::arange(2 * 2 * 2 * 16, (Kind::Float, Device::Cpu)).view([2, 2, 2, 16]);
         let binding = c.bind(&plan);
         let (keys, values) = binding.attend_over(1, &new, &(&new * 2.0));

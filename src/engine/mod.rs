@@ -7,6 +7,7 @@ pub mod batch;
 pub mod decoder;
 pub mod denoise;
 pub mod device_memory;
+pub mod host_pool;
 pub mod kv_budget;
 pub mod kv_cache;
 pub mod params;

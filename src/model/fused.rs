@@ -43,7 +43,7 @@ impl FusedRows {
         for part in &mut parts {
             let n = part.size()[0];
             let slot = fused.narrow(0, offset, n);
-            let _ = slot.shallow_clone().copy_(part);
+            slot.shallow_clone().copy_(part);
             part.set_data(&slot);
             offset += n;
         }
@@ -86,8 +86,8 @@ impl NormTable {
         let table = Tensor::empty([layers, q_heads + kv_heads, dim], (kind, device));
         for (l, (q, k)) in variables.iter_mut().enumerate() {
             let rows = table.get(l as i64);
-            let _ = rows.narrow(0, 0, q_heads).copy_(&q.unsqueeze(0));
-            let _ = rows.narrow(0, q_heads, kv_heads).copy_(&k.unsqueeze(0));
+            rows.narrow(0, 0, q_heads).copy_(&q.unsqueeze(0));
+            rows.narrow(0, q_heads, kv_heads).copy_(&k.unsqueeze(0));
             q.set_data(&rows.get(0));
             k.set_data(&rows.get(q_heads));
         }
@@ -108,7 +108,7 @@ impl NormTable {
     /// ops for the whole model, once per forward without gradients.
     pub fn sync(&self) {
         let spread = self.table.index_select(1, &self.sources);
-        let _ = self.table.shallow_clone().copy_(&spread);
+        self.table.shallow_clone().copy_(&spread);
     }
 
     /// Layer `layer`'s `(Hq + Hkv, D)` weights; differentiable while gradients are recorded.

@@ -118,9 +118,9 @@ impl Attention {
     fn forward(&self, h: &Tensor, ctx: &LayerContext, rows: Option<&QueryRows>) -> Tensor {
         let Heads { query, kv, dim, .. } = self.heads;
         let (b, t) = (h.size()[0], h.size()[1]);
-        let qkv = h
-            .linear::<Tensor>(&self.qkv_proj.weight(), None)
-            .view([b, t, query + 2 * kv, dim]);
+        let qkv =
+            h.linear::<Tensor>(&self.qkv_proj.weight(), None)
+                .view([b, t, query + 2 * kv, dim]);
         let qk_v = qkv.split_with_sizes([query + kv, kv], 2);
         // Per-head RMSNorm of q and k in one op, then one rotation for both.
         let qk = qk_v[0].rms_norm([dim], None::<Tensor>, self.heads.eps) * ctx.norms;
