@@ -103,6 +103,15 @@ impl KvCache {
             _ => shape.max_sequences.min(shape.pages / slot_pages),
         }
         .max(1);
+        if slots < shape.max_sequences {
+            tracing::warn!(
+                asked = shape.max_sequences,
+                slots,
+                positions = shape.max_context,
+                "the KV budget holds fewer sequences of the longest context than asked; \
+                 a lower context limit (--max-total-tokens) leaves room for more"
+            );
+        }
         let layers = config.num_hidden_layers;
         let (heads, dim) = (config.num_key_value_heads, config.head_dim());
         let slot_positions = (slot_pages * page_size) as i64;

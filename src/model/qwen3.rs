@@ -389,7 +389,7 @@ impl Sdar {
             x.kind(),
             self.config.num_attention_heads / self.config.num_key_value_heads,
         );
-        let rope = self.rope.tables(input.positions);
+        let rope = self.rope.tables(input.positions, kind);
         let bias = attention_bias(input.mask, kind, group);
         let rows = input.output_rows.map(|index| QueryRows {
             index: index.shallow_clone(),

@@ -42,12 +42,20 @@ impl Rope {
         self.cos.size()[0]
     }
 
-    /// Tables for positions `(B, T)`, each `(B, T, 1, D)`: they broadcast over the heads of a
-    /// `(B, T, H, D)` tensor.
-    pub fn tables(&self, positions: &Tensor) -> RopeTables {
+    /// Tables for positions `(B, T)`, each `(B, T, 1, D)` in `kind`: they broadcast over the
+    /// heads of a `(B, T, H, D)` tensor. (Stored in the model's kind, so a cast happens only
+    /// for a model converted after it was built.)
+    pub fn tables(&self, positions: &Tensor, kind: Kind) -> RopeTables {
         let (b, t) = (positions.size()[0], positions.size()[1]);
         let flat = positions.reshape([-1]);
-        let look_up = |table: &Tensor| table.index_select(0, &flat).view([b, t, 1, -1]);
+        let look_up = |table: &Tensor| {
+            let rows = table.index_select(0, &flat).view([b, t, 1, -1]);
+            if rows.kind() == kind {
+                rows
+            } else {
+                rows.to_kind(kind)
+            }
+        };
         RopeTables {
             cos: look_up(&self.cos),
             signed_sin: look_up(&self.signed_sin),
