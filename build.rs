@@ -45,6 +45,10 @@ fn compile_torch_shim() {
     let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;
     };
+    // The container's dependency layer builds stub sources without it (nothing links it there).
+    if !std::path::Path::new("src/native/torch_shim.cpp").exists() {
+        return;
+    }
     let root = PathBuf::from(&lib_dir).join("..");
     // torch-sys's own default: PyPI's wheels use the C++11 ABI.
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
