@@ -5,6 +5,7 @@
 //! Nothing here knows about decoding or scheduling: the model maps token ids, positions and an
 //! attention mask to logits, reading and writing keys/values through a [`KvBinding`].
 
+mod attention;
 pub mod char_tokenizer;
 pub mod chat_template;
 pub mod checkpoint;

@@ -15,6 +15,7 @@
 
 use tch::{nn, Kind, Tensor};
 
+use super::attention::{attention_bias, fold_query_groups, unfold_query_groups, Heads};
 use super::fused::{FusedRows, NormTable};
 use super::op_count;
 use super::rope::{self, Rope, RopeTables};
@@ -64,22 +65,6 @@ fn weight(p: nn::Path, input: i64, output: i64) -> Tensor {
         },
     )
     .ws
-}
-
-/// Head counts and widths of one attention layer.
-#[derive(Debug, Clone, Copy)]
-struct Heads {
-    query: i64,
-    kv: i64,
-    dim: i64,
-    eps: f64,
-}
-
-impl Heads {
-    /// Query heads per KV head.
-    fn group(&self) -> i64 {
-        self.query / self.kv
-    }
 }
 
 #[derive(Debug)]
@@ -148,53 +133,6 @@ impl Attention {
             false,
         );
         unfold_query_groups(&o, self.heads, tq).linear::<Tensor>(&self.o_proj, None)
-    }
-}
-
-/// `(B, T, Hq, D)` queries → `(B, Hkv, T·G, D)`: KV head j's query heads `jG .. jG+G` become
-/// query rows `t·G + g`, so every query head meets its own KV head with no K/V repeat. One
-/// strided view and one copy.
-fn fold_query_groups(q: &Tensor, heads: Heads) -> Tensor {
-    let (b, t) = (q.size()[0], q.size()[1]);
-    let (g, d) = (heads.group(), heads.dim);
-    let s = q.stride();
-    // Element (b, j, t, g, d) is q[b, t, jG + g, d].
-    q.as_strided(
-        [b, heads.kv, t, g, d],
-        [s[0], g * s[2], s[1], s[2], s[3]],
-        None, // the tensor's own storage offset
-    )
-    .reshape([b, heads.kv, t * g, d])
-}
-
-/// The inverse of [`fold_query_groups`] on the attention output `(B, Hkv, T·G, D)`, whatever
-/// its strides, flattened to `(B, T, Hq·D)`: one strided view and one copy.
-fn unfold_query_groups(o: &Tensor, heads: Heads, t: i64) -> Tensor {
-    let b = o.size()[0];
-    let (g, d) = (heads.group(), heads.dim);
-    let s = o.stride();
-    // Element (b, t, j, g, d) is o[b, j, t·G + g, d].
-    o.as_strided(
-        [b, t, heads.kv, g, d],
-        [s[0], g * s[2], s[1], s[2], s[3]],
-        None,
-    )
-    .reshape([b, t, heads.query * d])
-}
-
-/// `(B, 1, T, K)` boolean mask (`true` = may attend) → the additive bias the attention takes,
-/// in `kind`, with each row repeated for the `group` query heads folded into it.
-fn attention_bias(mask: &Tensor, kind: Kind, group: i64) -> Tensor {
-    let bias = Tensor::where_scalar(mask, 0.0, f64::NEG_INFINITY);
-    let bias = if bias.kind() == kind {
-        bias
-    } else {
-        bias.to_kind(kind)
-    };
-    if group == 1 {
-        bias
-    } else {
-        bias.repeat_interleave_self_int(group, Some(2), None)
     }
 }
 

@@ -1,0 +1,68 @@
+//! The attention's shapes: GQA folded into the query axis (each KV head's query group becomes
+//! extra query rows, so query and key heads match and no K/V is repeated), its inverse on the
+//! output, and the boolean mask turned into the additive bias the folded queries take.
+
+use tch::{Kind, Tensor};
+
+/// Head counts and widths of one attention layer.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Heads {
+    pub(super) query: i64,
+    pub(super) kv: i64,
+    pub(super) dim: i64,
+    pub(super) eps: f64,
+}
+
+impl Heads {
+    /// Query heads per KV head.
+    pub(super) fn group(&self) -> i64 {
+        self.query / self.kv
+    }
+}
+
+/// `(B, T, Hq, D)` queries → `(B, Hkv, T·G, D)`: KV head j's query heads `jG .. jG+G` become
+/// query rows `t·G + g`, so every query head meets its own KV head with no K/V repeat. One
+/// strided view and one copy.
+pub(super) fn fold_query_groups(q: &Tensor, heads: Heads) -> Tensor {
+    let (b, t) = (q.size()[0], q.size()[1]);
+    let (g, d) = (heads.group(), heads.dim);
+    let s = q.stride();
+    // Element (b, j, t, g, d) is q[b, t, jG + g, d].
+    q.as_strided(
+        [b, heads.kv, t, g, d],
+        [s[0], g * s[2], s[1], s[2], s[3]],
+        None, // the tensor's own storage offset
+    )
+    .reshape([b, heads.kv, t * g, d])
+}
+
+/// The inverse of [`fold_query_groups`] on the attention output `(B, Hkv, T·G, D)`, whatever
+/// its strides, flattened to `(B, T, Hq·D)`: one strided view and one copy.
+pub(super) fn unfold_query_groups(o: &Tensor, heads: Heads, t: i64) -> Tensor {
+    let b = o.size()[0];
+    let (g, d) = (heads.group(), heads.dim);
+    let s = o.stride();
+    // Element (b, t, j, g, d) is o[b, j, t·G + g, d].
+    o.as_strided(
+        [b, t, heads.kv, g, d],
+        [s[0], g * s[2], s[1], s[2], s[3]],
+        None,
+    )
+    .reshape([b, t, heads.query * d])
+}
+
+/// `(B, 1, T, K)` boolean mask (`true` = may attend) → the additive bias the attention takes,
+/// in `kind`, with each row repeated for the `group` query heads folded into it.
+pub(super) fn attention_bias(mask: &Tensor, kind: Kind, group: i64) -> Tensor {
+    let bias = Tensor::where_scalar(mask, 0.0, f64::NEG_INFINITY);
+    let bias = if bias.kind() == kind {
+        bias
+    } else {
+        bias.to_kind(kind)
+    };
+    if group == 1 {
+        bias
+    } else {
+        bias.repeat_interleave_self_int(group, Some(2), None)
+    }
+}
