@@ -216,7 +216,7 @@ fn measure(
     times.sort_by(f64::total_cmp);
     let seconds = times[times.len() / 2];
     let stats = last.unwrap_or_default();
-    let row = BenchRow {
+    let mut row = BenchRow {
         batch,
         block_size: args.block_size,
         steps_per_block: steps,
@@ -242,7 +242,6 @@ fn measure(
             )
             .to_string(),
     };
-    let mut row = row;
     count_forward_cost(&mut row, model, special, &reqs, batch)?;
     Ok((row, stats))
 }

@@ -33,8 +33,9 @@ pub struct ForwardBatch {
     /// `(B, b)` rows of the flattened `(B·Q)` query holding each batch row's block (padding
     /// rows point at their own first row).
     pub block_rows: Tensor,
-    /// Batch row of each sequence, in the order the sequences were given.
-    pub sequence_rows: Tensor,
+    /// Batch row of each sequence, in the order the sequences were given; `None` when that is
+    /// every batch row in order (no padding row, sequences given in slot order).
+    pub sequence_rows: Option<Tensor>,
 }
 
 /// A [`ForwardBatch`] whose index arrays are staged in the step's [`Upload`], not yet sent.
@@ -47,6 +48,8 @@ pub struct StagedBatch {
     key_len: i64,
     real_rows: usize,
     key_positions: u64,
+    /// The sequences are the batch rows, in order.
+    rows_in_order: bool,
     /// ids, cached, lens, block rows, write rows, sequence rows.
     segments: [Segment; 6],
 }
@@ -82,6 +85,8 @@ impl StagedBatch {
                 .zip(&host.lens)
                 .map(|(c, l)| (c + l) as u64)
                 .sum(),
+            rows_in_order: host.sequence_rows.len() == host.cached.len()
+                && host.sequence_rows.iter().zip(0..).all(|(&r, i)| r == i),
             segments: parts.map(|v| upload.push_i64(v)),
         }
     }
@@ -108,7 +113,7 @@ impl StagedBatch {
                 key_len: self.key_len,
             },
             block_rows,
-            sequence_rows,
+            sequence_rows: (!self.rows_in_order).then_some(sequence_rows),
         }
     }
 

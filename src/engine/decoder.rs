@@ -199,10 +199,11 @@ impl<'m> BlockDecoder<'m> {
             output_rows: Some(&batch.block_rows),
         };
         // Batch rows are slots; the sequences' rows, in their order, go to the LM head.
-        let hidden = self
-            .model
-            .hidden_states(&input)
-            .index_select(0, &batch.sequence_rows);
+        let hidden = self.model.hidden_states(&input);
+        let hidden = match &batch.sequence_rows {
+            Some(rows) => hidden.index_select(0, rows),
+            None => hidden,
+        };
         let logits = self.model.logits(&hidden); // (N, b, V)
         let vocab = logits.size()[2];
         let mut rows = logits.reshape([-1, vocab]);
