@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where the CPU goes at 2x capacity with and without client back-off (docs/load/README.md): the
 # closed-loop capacity at concurrency 8, then 15 s at twice it with back-off and without (ORDER,
-# default "bo nb"); per window: loadtest's own CPU (/usr/bin/time), the server's CPU per thread
+# default "bo nb"); per window: loadtest's own CPU (bash's time), the server's CPU per thread
 # name (/proc/PID/task; the engine's libgomp workers carry the engine thread's name), the
 # server's /metrics before and after, and with TRACE=1 (perf, root) 6 s of scheduler switches
 # from the middle of the window: who preempts the engine's threads, and each command's share of
@@ -14,12 +14,18 @@ cd "$(dirname "$0")/.."
 out=runs/cpu-split/${1:-r1}; mkdir -p "$out"
 port=${PORT:-8046}
 pin() { if [ -n "$1" ]; then echo "taskset -c $1"; fi; }
+# GET URL to stdout, with curl where the machine has it and Python's urllib where it does not.
+get() {
+  if command -v curl >/dev/null; then curl -sf "$1"; else
+    python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode())' "$1" 2>/dev/null
+  fi
+}
 # shellcheck disable=SC2086 # SERVER_FLAGS is a list of flags
 $(pin "${SERVER_CPUS:-}") ./target/release/t3d serve --port "$port" --max-batch-size 8 --max-queue 16 \
   ${SERVER_FLAGS:-} > "$out/serve.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null' EXIT
-until curl -sf "localhost:$port/ready" >/dev/null; do sleep 0.2; done
+until get "http://127.0.0.1:$port/ready" >/dev/null; do sleep 0.2; done
 # CPU ticks per thread name (utime + stime).
 threads() {
   for t in /proc/$server/task/*; do echo "$(cat "$t/comm") $(awk '{print $14+$15}' "$t/stat")"; done |
@@ -37,13 +43,15 @@ trace() {
 lt() {
   local name=$1; shift
   echo "$name before: $(threads)" >> "$out/threads.txt"
-  curl -s "localhost:$port/metrics" > "$out/$name.metrics-before"
+  get "http://127.0.0.1:$port/metrics" > "$out/$name.metrics-before"
   trace "$name"
-  $(pin "${CLIENT_CPUS:-}") /usr/bin/time -f "%U %S %e" -o "$out/$name.time" ./target/release/loadtest \
+  # bash's own `time` (user, system, wall), as not every machine has /usr/bin/time.
+  local TIMEFORMAT='%U %S %R'
+  { time $(pin "${CLIENT_CPUS:-}") ./target/release/loadtest \
     --url "http://127.0.0.1:$port" --max-tokens 32 --requests 1000000 --slo-ms 1000 --duration 15 \
-    --json "$out/$name.json" "$@" > /dev/null 2>&1
+    --json "$out/$name.json" "$@" > /dev/null 2>&1; } 2> "$out/$name.time"
   [ -n "$trace_pid" ] && wait "$trace_pid"
-  curl -s "localhost:$port/metrics" > "$out/$name.metrics-after"
+  get "http://127.0.0.1:$port/metrics" > "$out/$name.metrics-after"
   echo "$name after:  $(threads)" >> "$out/threads.txt"
 }
 lt cap --concurrency 8
