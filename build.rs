@@ -3,8 +3,10 @@
 //! libtorch, an rpath to the libtorch that torch-sys built against (so no `LD_LIBRARY_PATH` is
 //! needed) plus a forced `libtorch_cuda.so` dependency when it exists (the linker's
 //! `--as-needed` would otherwise drop it and CUDA would silently be unavailable); and
-//! `src/native/torch_shim.cpp`, what tch does not wrap of libtorch (an ATen op counter), compiled
-//! against the same libtorch headers.
+//! `src/native/torch_shim.cpp`, what tch does not wrap of libtorch (an ATen op counter, pinned
+//! copies, the SDPA backend switch), compiled against the same libtorch headers; and
+//! `src/native/cuda_graph.cpp` (CUDA graphs) when that libtorch has CUDA and the CUDA runtime
+//! headers are found, which sets the `t3d_cuda_graphs` cfg.
 
 use std::path::PathBuf;
 
@@ -52,6 +54,7 @@ fn compile_torch_shim() {
     let root = PathBuf::from(&lib_dir).join("..");
     // torch-sys's own default: PyPI's wheels use the C++11 ABI.
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
+    let abi = abi.as_str();
     cc::Build::new()
         .cpp(true)
         .file("src/native/torch_shim.cpp")
@@ -68,4 +71,45 @@ fn compile_torch_shim() {
     println!("cargo:rustc-link-search=native={lib_dir}");
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
+    compile_cuda_graph_shim(&root, abi);
+}
+
+/// `src/native/cuda_graph.cpp`, when the libtorch has CUDA and the CUDA runtime headers are
+/// found (CUDA_HOME, the PyPI wheels' `nvidia/` packages beside torch, /usr/local/cuda).
+fn compile_cuda_graph_shim(torch_root: &std::path::Path, abi: &str) {
+    println!("cargo::rustc-check-cfg=cfg(t3d_cuda_graphs)");
+    println!("cargo:rerun-if-env-changed=CUDA_HOME");
+    let lib_dir = torch_root.join("lib");
+    if !lib_dir.join("libtorch_cuda.so").exists() {
+        return;
+    }
+    let mut candidates: Vec<PathBuf> = std::env::var("CUDA_HOME")
+        .map(|home| vec![PathBuf::from(home).join("include")])
+        .unwrap_or_default();
+    for package in ["cu13", "cuda_runtime"] {
+        candidates.push(torch_root.join("../nvidia").join(package).join("include"));
+    }
+    candidates.push(PathBuf::from("/usr/local/cuda/include"));
+    let Some(cuda_include) = candidates
+        .into_iter()
+        .find(|dir| dir.join("cuda_runtime_api.h").exists())
+    else {
+        println!("cargo:warning=CUDA runtime headers not found: built without CUDA graphs");
+        return;
+    };
+    cc::Build::new()
+        .cpp(true)
+        .file("src/native/cuda_graph.cpp")
+        .include(torch_root.join("include"))
+        .include(torch_root.join("include/torch/csrc/api/include"))
+        .include(cuda_include)
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .define("NDEBUG", None)
+        .warnings(false)
+        .compile("t3d_cuda_graph");
+    println!("cargo:rustc-link-lib=dylib=torch_cuda");
+    println!("cargo:rustc-link-lib=dylib=c10_cuda");
+    println!("cargo:rustc-cfg=t3d_cuda_graphs");
 }

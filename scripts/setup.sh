@@ -33,6 +33,14 @@ if [ ! -f "$qwen_stamp" ]; then
   touch "$qwen_stamp"
 fi
 
+# The CUDA runtime headers that CUDA's own crt/ completes (the torch wheel's nvidia/cu13 lacks
+# it): build.rs then compiles the CUDA-graph shim, on this machine too, whether or not it has a GPU.
+crt_stamp=.venv/.t3d-setup-cuda-crt-1
+if [ ! -f "$crt_stamp" ]; then
+  .venv/bin/pip install --no-cache-dir --disable-pip-version-check -q nvidia-cuda-crt==13.0.88
+  touch "$crt_stamp"
+fi
+
 # deploy/'s checks: the Kubernetes schemas, yamllint and RFC 6902 patches (tests/deploy.rs).
 deploy_stamp=.venv/.t3d-setup-deploy-1
 if [ ! -f "$deploy_stamp" ]; then

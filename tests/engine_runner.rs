@@ -19,6 +19,7 @@ fn engine(max_queue: usize) -> (EngineHandle, Arc<Metrics>, tempfile::TempDir) {
     let limits = RunnerLimits {
         max_queue,
         cache: CacheShape::worst_case(4, 256),
+        cuda_graphs: false,
     };
     let handle = spawn(
         move || {

@@ -9,8 +9,9 @@ use serde::Serialize;
 use super::args::BenchArgs;
 use crate::engine::device_memory::cuda_free_and_total;
 use crate::engine::{
-    generate, DecodeStats, DenoiseParams, GenerationParams, SpecialIds, StopParams,
+    BlockDecoder, DecodeStats, DenoiseParams, GenerationParams, SpecialIds, StopParams,
 };
+use crate::engine::sequence::context_needed;
 use crate::model::op_count::count_ops;
 use crate::model::{checkpoint, parse_device, parse_dtype, Sdar, SdarConfig};
 
@@ -51,6 +52,8 @@ pub struct BenchRow {
     pub kv_bytes_copied_per_forward: f64,
     /// The attention kernel libtorch picks at this setting's shapes (`_fused_sdp_choice`).
     pub sdpa_backend: String,
+    /// Forwards of the timed run that replayed a CUDA graph, %.
+    pub cuda_graph_replays_percent: f64,
     /// Memory in use on the CUDA device after the setting ran (the caching allocator keeps
     /// what it reserved, so this is the peak, CUDA context included).
     pub gpu_memory_used_bytes: Option<u64>,
@@ -201,14 +204,22 @@ fn measure(
     steps: usize,
 ) -> anyhow::Result<(BenchRow, DecodeStats)> {
     let reqs = requests(args, model.config().vocab_size, batch, steps);
+    // One decoder for every run of the setting: its CUDA graphs are captured in the warm-up.
+    let capacity = reqs
+        .iter()
+        .map(|(prompt, params)| context_needed(prompt.len(), params))
+        .max()
+        .unwrap_or(1);
+    let mut decoder = BlockDecoder::new(model, special, None, batch, capacity)
+        .with_cuda_graphs(args.device.cuda_graphs);
     for _ in 0..args.warmup {
-        generate(model, special, None, &reqs, batch)?;
+        decoder.generate(&reqs)?;
     }
     let mut times = Vec::new();
     let mut last = None;
     for _ in 0..args.repeats.max(1) {
         let start = Instant::now();
-        let (_, stats) = generate(model, special, None, &reqs, batch)?;
+        let (_, stats) = decoder.generate(&reqs)?;
         sync(model.device());
         times.push(start.elapsed().as_secs_f64());
         last = Some(stats);
@@ -234,6 +245,7 @@ fn measure(
         aten_ops_per_layer: 0.0,
         kernel_ops_per_layer: 0.0,
         kv_bytes_copied_per_forward: 0.0,
+        cuda_graph_replays_percent: 0.0,
         sdpa_backend: model
             .attention_backend(
                 batch as i64,
@@ -242,19 +254,19 @@ fn measure(
             )
             .to_string(),
     };
-    count_forward_cost(&mut row, model, special, &reqs, batch)?;
+    row.cuda_graph_replays_percent = 100.0 * stats.graph_replays as f64 / row.forwards.max(1) as f64;
+    count_forward_cost(&mut row, &mut decoder, &reqs)?;
     Ok((row, stats))
 }
 
 /// Fills `row`'s op and KV-copy figures from one more run, counted.
 fn count_forward_cost(
     row: &mut BenchRow,
-    model: &Sdar,
-    special: SpecialIds,
+    decoder: &mut BlockDecoder,
     reqs: &[(Vec<i64>, GenerationParams)],
-    batch: usize,
 ) -> anyhow::Result<()> {
-    let (run, ops) = count_ops(|| generate(model, special, None, reqs, batch));
+    let model = decoder.model();
+    let (run, ops) = count_ops(|| decoder.generate(reqs));
     let (_, stats) = run?;
     let forwards = stats.forwards.max(1) as f64;
     let layers = model.config().num_hidden_layers.max(1) as f64;

@@ -7,7 +7,8 @@ use anyhow::Context;
 use super::args::{ConvertArgs, GenerateArgs, InitArgs};
 use super::common::{model_dir, setup_device};
 use crate::engine::recommended::recommended;
-use crate::engine::{generate, Generation, GenerationParams, SpecialIds};
+use crate::engine::sequence::context_needed;
+use crate::engine::{BlockDecoder, Generation, GenerationParams, SpecialIds};
 use crate::model::checkpoint::{self, SaveOptions};
 use crate::model::tokenizer::{
     write_byte_tokenizer, ChatMessage, TextTokenizer, BYTE_SPECIAL_TOKENS,
@@ -34,14 +35,18 @@ pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     };
     let start = Instant::now();
     let request = [(prompt, params.clone())];
-    let (outputs, stats) = generate(&loaded.model, special, Some(&tokenizer), &request, 1)?;
+    let capacity = context_needed(request[0].0.len(), &params);
+    let (outputs, stats) =
+        BlockDecoder::new(&loaded.model, special, Some(&tokenizer), 1, capacity)
+            .with_cuda_graphs(args.device.cuda_graphs)
+            .generate(&request)?;
     let seconds = start.elapsed().as_secs_f64();
     let out = &outputs[0];
     if args.json {
         let record = serde_json::json!({
             "text": out.text, "prompt_token_ids": request[0].0, "token_ids": out.tokens,
             "trajectory": out.trajectory, "finish_reason": out.finish_reason.as_str(),
-            "forwards": stats.forwards,
+            "forwards": stats.forwards, "cuda_graph_replays": stats.graph_replays,
         });
         println!("{record}");
     } else {

@@ -60,6 +60,7 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
         device,
         kind,
         warm_up_timeout: Duration::from_secs(600),
+        cuda_graphs: args.device.cuda_graphs,
     };
     let metrics = Arc::new(Metrics::new());
     let served = ServedModel::load(&dir, &options, metrics.clone(), None)?;

@@ -11,10 +11,14 @@
 //! write into the scratch slot.
 //!
 //! The host-side index arrays are staged into the step's one [`Upload`] ([`StagedBatch`]); the
-//! positions, mask and row indices are then derived on the device.
+//! positions, mask and row indices are then derived on the device. Under CUDA graphs a step
+//! takes a fixed [`GraphKey`] layout instead (rows from slot 0 up to a bucket, keys padded): the
+//! arrays the forward reads then lie first in the upload, at offsets fixed by that layout, so a
+//! graph's input buffer is that prefix.
 
 use tch::{Kind, Tensor};
 
+use super::cuda_graph::GraphKey;
 use super::kv_cache::{KvCache, WritePlan};
 use super::sequence::Sequence;
 use super::transfer::{Segment, Upload, Uploaded};
@@ -33,9 +37,6 @@ pub struct ForwardBatch {
     /// `(B, b)` rows of the flattened `(B·Q)` query holding each batch row's block (padding
     /// rows point at their own first row).
     pub block_rows: Tensor,
-    /// Batch row of each sequence, in the order the sequences were given; `None` when that is
-    /// every batch row in order (no padding row, sequences given in slot order).
-    pub sequence_rows: Option<Tensor>,
 }
 
 /// A [`ForwardBatch`] whose index arrays are staged in the step's [`Upload`], not yet sent.
@@ -50,8 +51,10 @@ pub struct StagedBatch {
     key_positions: u64,
     /// The sequences are the batch rows, in order.
     rows_in_order: bool,
-    /// ids, cached, lens, block rows, write rows, sequence rows.
-    segments: [Segment; 6],
+    /// What the forward reads: ids, cached, lens, block rows, write rows.
+    inputs: [Segment; 5],
+    /// Batch row of each sequence.
+    sequence_rows: Segment,
 }
 
 impl StagedBatch {
@@ -61,16 +64,16 @@ impl StagedBatch {
         seqs: &[&mut Sequence],
         cache: &KvCache,
         pad_id: i64,
+        layout: Option<GraphKey>,
         upload: &mut Upload,
     ) -> Self {
-        let host = HostBatch::collect(seqs, cache, pad_id);
-        let parts = [
+        let host = HostBatch::collect(seqs, cache, pad_id, layout);
+        let inputs = [
             &host.ids,
             &host.cached,
             &host.lens,
             &host.block_starts,
             &host.write_rows,
-            &host.sequence_rows,
         ];
         Self {
             rows: host.cached.len() as i64,
@@ -87,15 +90,26 @@ impl StagedBatch {
                 .sum(),
             rows_in_order: host.sequence_rows.len() == host.cached.len()
                 && host.sequence_rows.iter().zip(0..).all(|(&r, i)| r == i),
-            segments: parts.map(|v| upload.push_i64(v)),
+            inputs: inputs.map(|v| upload.push_i64(v)),
+            sequence_rows: upload.push_i64(&host.sequence_rows),
         }
+    }
+
+    /// Where what the forward reads ends in the upload, if it is the upload's prefix (staged
+    /// first): a graph's input buffer is `upload[..end]`.
+    pub fn forward_inputs_end(&self) -> Option<i64> {
+        (self.inputs[0].start() == 0).then(|| self.inputs[4].end())
+    }
+
+    /// Batch row of each sequence, in the order given, unless that is every row in order.
+    pub fn sequence_rows(&self, uploaded: &Uploaded) -> Option<Tensor> {
+        (!self.rows_in_order).then(|| uploaded.get(self.sequence_rows))
     }
 
     /// The batch's tensors, built on the device from the sent upload.
     pub fn on_device(&self, uploaded: &Uploaded) -> ForwardBatch {
         let (rows, q_max, b) = (self.rows, self.q_max, self.block);
-        let [ids, cached, lens, block_starts, write_rows, sequence_rows] =
-            self.segments.map(|s| uploaded.get(s));
+        let [ids, cached, lens, block_starts, write_rows] = self.inputs.map(|s| uploaded.get(s));
         let device = ids.device();
         let row = Tensor::arange(q_max, (Kind::Int64, device)).view([1, q_max]);
         let positions = cached.view([rows, 1]) + &row;
@@ -113,7 +127,6 @@ impl StagedBatch {
                 key_len: self.key_len,
             },
             block_rows,
-            sequence_rows: (!self.rows_in_order).then_some(sequence_rows),
         }
     }
 
@@ -151,11 +164,23 @@ struct HostBatch {
 }
 
 impl HostBatch {
-    fn collect(seqs: &[&mut Sequence], cache: &KvCache, pad_id: i64) -> Self {
+    /// The arrays of `seqs`; under `layout`, rows are slots `0 .. layout.rows`, each
+    /// `layout.queries` long, over `layout.keys` keys.
+    fn collect(
+        seqs: &[&mut Sequence],
+        cache: &KvCache,
+        pad_id: i64,
+        layout: Option<GraphKey>,
+    ) -> Self {
         // `BlockDecoder::step` only packs admitted sequences.
         let slots: Vec<usize> = seqs.iter().map(|s| s.slot.unwrap_or(0)).collect();
-        let first_slot = slots.iter().copied().min().unwrap_or(0);
-        let rows = slots.iter().copied().max().unwrap_or(0) - first_slot + 1;
+        let (first_slot, rows) = match layout {
+            Some(key) => (0, key.rows),
+            None => {
+                let first = slots.iter().copied().min().unwrap_or(0);
+                (first, slots.iter().copied().max().unwrap_or(0) - first + 1)
+            }
+        };
         let mut at_row: Vec<Option<&Sequence>> = vec![None; rows];
         for (seq, &slot) in seqs.iter().zip(&slots) {
             at_row[slot - first_slot] = Some(&**seq);
@@ -164,7 +189,8 @@ impl HostBatch {
             .iter()
             .map(|s| s.map_or_else(Vec::new, Sequence::query_tokens))
             .collect();
-        let q_max = queries.iter().map(Vec::len).max().unwrap_or(0) as i64;
+        let longest = queries.iter().map(Vec::len).max().unwrap_or(0);
+        let q_max = layout.map_or(longest, |key| key.queries.max(longest)) as i64;
         let slot_positions = cache.slot_positions() as i64;
         let scratch = cache.scratch_slot() as i64 * slot_positions;
         let mut host = Self {
@@ -179,7 +205,7 @@ impl HostBatch {
             write_rows: Vec::with_capacity(rows * q_max as usize),
             sequence_rows: slots.iter().map(|&s| (s - first_slot) as i64).collect(),
             q_max,
-            key_len: 1,
+            key_len: layout.map_or(1, |key| key.keys as i64),
         };
         for (r, query) in queries.iter().enumerate() {
             let base = (first_slot + r) as i64 * slot_positions + host.cached[r];

@@ -8,11 +8,12 @@
 use tch::Tensor;
 
 use super::batch::{ForwardBatch, StagedBatch};
+use super::cuda_graph::{self, GraphCache, GraphKey, GraphRun};
 use super::kv_cache::{Admission, CacheShape, KvCache};
 use super::params::{FinishReason, GenerationParams, Remasking};
 use super::sampler::{sample_rows, RowSampling, StagedSampling};
 use super::sequence::{Sequence, SpecialIds, StepOutcome};
-use super::transfer::Upload;
+use super::transfer::{Upload, Uploaded};
 use super::EngineError;
 use crate::model::{qwen3::ForwardInput, Sdar, TextTokenizer};
 
@@ -29,6 +30,26 @@ pub struct DecodeStats {
     pub key_positions: u64,
     /// Bytes of keys/values copied out of the cache for attention (0 when it reads in place).
     pub kv_bytes_materialised: u64,
+    /// Forwards that replayed a CUDA graph.
+    pub graph_replays: u64,
+    /// CUDA graphs captured.
+    pub graph_captures: u64,
+}
+
+impl std::ops::Sub for DecodeStats {
+    type Output = Self;
+
+    fn sub(self, earlier: Self) -> Self {
+        Self {
+            forwards: self.forwards - earlier.forwards,
+            tokens: self.tokens - earlier.tokens,
+            rows: self.rows - earlier.rows,
+            key_positions: self.key_positions - earlier.key_positions,
+            kv_bytes_materialised: self.kv_bytes_materialised - earlier.kv_bytes_materialised,
+            graph_replays: self.graph_replays - earlier.graph_replays,
+            graph_captures: self.graph_captures - earlier.graph_captures,
+        }
+    }
 }
 
 /// Owns a KV cache and runs denoising steps of a model over groups of sequences.
@@ -40,6 +61,10 @@ pub struct BlockDecoder<'m> {
     /// Ids never sampled (`<|MASK|>`, rows without a token), on the model's device.
     never_generate: Tensor,
     stats: DecodeStats,
+    /// CUDA graphs of decode steps, when on.
+    graphs: Option<GraphCache>,
+    /// Decode steps run at the graphs' padded shapes (always so under graphs).
+    padded_steps: bool,
 }
 
 impl<'m> BlockDecoder<'m> {
@@ -75,7 +100,30 @@ impl<'m> BlockDecoder<'m> {
             special,
             never_generate: upload.send(device).get(banned),
             stats: DecodeStats::default(),
+            graphs: None,
+            padded_steps: false,
         }
+    }
+
+    /// Replays decode steps as CUDA graphs when `enabled`, the model is on CUDA and this build
+    /// has graph support; otherwise every step runs eagerly.
+    pub fn with_cuda_graphs(mut self, enabled: bool) -> Self {
+        self.graphs = cuda_graph::wanted(enabled, self.model.device()).map(GraphCache::new);
+        self.padded_steps = self.graphs.is_some();
+        self
+    }
+
+    /// Runs decode steps at the padded shapes graphs use (rows from slot 0 up to a bucket, keys
+    /// up to a power of two) even without graphs, on any device: what padding does to the tokens
+    /// (nothing, at `T = 0`) can then be checked where no GPU is.
+    pub fn with_padded_steps(mut self) -> Self {
+        self.padded_steps = true;
+        self
+    }
+
+    /// Whether decode steps may run as CUDA graphs.
+    pub fn cuda_graphs(&self) -> bool {
+        self.graphs.as_ref().is_some_and(|g| g.failure().is_none())
     }
 
     /// Work counters so far.
@@ -144,22 +192,32 @@ impl<'m> BlockDecoder<'m> {
             .filter_map(|s| Some((s.slot?, s.cached_len() + s.query_len())))
             .collect();
         self.cache.grow(&needs).map_err(EngineError::Invalid)?;
-        // Everything the step needs on the device goes in one copy.
+        // Everything the step needs on the device goes in one copy; what the forward reads
+        // goes first (a graph's input buffer is that prefix).
+        let layout = self
+            .padded_steps
+            .then(|| self.graph_layout(seqs, b))
+            .flatten();
         let mut upload = Upload::default();
+        let staged = StagedBatch::stage(seqs, &self.cache, self.special.mask, layout, &mut upload);
         let sampling = StagedSampling::stage(&mut upload, &rows, &uniforms, want_entropy);
-        let staged = StagedBatch::stage(seqs, &self.cache, self.special.mask, &mut upload);
         // libtorch reports shape errors and out-of-memory as panics through tch's infallible
         // API; contain them so one failing batch cannot take the caller down.
         let forward = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let uploaded = upload.send(self.model.device());
-            let batch = staged.on_device(&uploaded);
             tch::no_grad(|| {
-                let (logits, materialised) = self.block_logits(&batch);
-                (sample_rows(&logits, &sampling, &uploaded), materialised)
+                let (hidden, materialised, run) = self.block_hidden(&staged, &uploaded, layout);
+                let logits = self.block_logits(hidden, staged.sequence_rows(&uploaded));
+                (sample_rows(&logits, &sampling, &uploaded), materialised, run)
             })
         }));
-        let (sampled, materialised) =
+        let (sampled, materialised, run) =
             forward.map_err(|panic| EngineError::Forward(panic_message(&*panic)))?;
+        match run {
+            Some(GraphRun::Replayed) => self.stats.graph_replays += 1,
+            Some(GraphRun::Captured) => self.stats.graph_captures += 1,
+            None => {}
+        }
         self.stats.kv_bytes_materialised += materialised;
         self.stats.forwards += 1;
         self.stats.rows += staged.real_rows() as u64;
@@ -187,33 +245,77 @@ impl<'m> BlockDecoder<'m> {
         Ok(outcomes)
     }
 
-    /// Logits `(B·b, V)` of every sequence's block rows (never-generate ids get `-inf`, so a
-    /// mask id is never committed as a finished token), and the bytes of KV the forward copied.
-    fn block_logits(&self, batch: &ForwardBatch) -> (Tensor, u64) {
-        let binding = self.cache.bind(&batch.plan);
-        let input = ForwardInput {
-            ids: &batch.ids,
-            positions: &batch.positions,
-            mask: &batch.mask,
-            kv: Some(&binding),
-            output_rows: Some(&batch.block_rows),
-        };
-        // Batch rows are slots; the sequences' rows, in their order, go to the LM head.
-        let hidden = self.model.hidden_states(&input);
-        let hidden = match &batch.sequence_rows {
-            Some(rows) => hidden.index_select(0, rows),
+    /// The padded shape this step runs at as a graph, if it can.
+    fn graph_layout(&self, seqs: &[&mut Sequence], block: usize) -> Option<GraphKey> {
+        let top_slot = seqs.iter().filter_map(|s| s.slot).max()?;
+        let queries = seqs.iter().map(|s| s.query_len()).max()?;
+        let keys = seqs.iter().map(|s| s.cached_len() + s.query_len()).max()?;
+        let cache = &self.cache;
+        cuda_graph::padded_layout(
+            top_slot,
+            queries,
+            keys,
+            block,
+            cache.slots(),
+            cache.slot_positions(),
+        )
+    }
+
+    /// Final hidden states `(B, b, H)` of every batch row's block, the bytes of KV the forward
+    /// copied, and whether a graph ran it (replayed, or captured after an eager run).
+    fn block_hidden(
+        &mut self,
+        staged: &StagedBatch,
+        uploaded: &Uploaded,
+        layout: Option<GraphKey>,
+    ) -> (Tensor, u64, Option<GraphRun>) {
+        let (model, cache) = (self.model, &self.cache);
+        let eager = |uploaded: &Uploaded| hidden_of(model, cache, &staged.on_device(uploaded));
+        if let (Some(key), Some(graphs), Some(end)) =
+            (layout, self.graphs.as_mut(), staged.forward_inputs_end())
+        {
+            let forward = |inputs: &Tensor| eager(&Uploaded::wrap(inputs.shallow_clone())).0;
+            if let Ok((hidden, run)) = graphs.run(key, &uploaded.prefix(end), &forward) {
+                return (hidden, 0, Some(run));
+            }
+        }
+        let (hidden, materialised) = eager(uploaded);
+        (hidden, materialised, None)
+    }
+
+    /// Logits `(N·b, V)` of the sequences' block rows (`sequence_rows` picks and orders the
+    /// batch rows; `None`: every row in order). Never-generate ids get `-inf`, so a mask id is
+    /// never committed as a finished token.
+    fn block_logits(&self, hidden: Tensor, sequence_rows: Option<Tensor>) -> Tensor {
+        let hidden = match sequence_rows {
+            Some(rows) => hidden.index_select(0, &rows),
             None => hidden,
         };
         let logits = self.model.logits(&hidden); // (N, b, V)
         let vocab = logits.size()[2];
         let mut rows = logits.reshape([-1, vocab]);
         let _ = rows.index_fill_(1, &self.never_generate, f64::NEG_INFINITY);
-        (rows, binding.materialised_bytes())
+        rows
     }
 }
 
+/// Final hidden states `(B, b, H)` of `batch`'s block rows over `cache`, and the bytes of KV the
+/// forward copied out of it.
+fn hidden_of(model: &Sdar, cache: &KvCache, batch: &ForwardBatch) -> (Tensor, u64) {
+    let binding = cache.bind(&batch.plan);
+    let input = ForwardInput {
+        ids: &batch.ids,
+        positions: &batch.positions,
+        mask: &batch.mask,
+        kv: Some(&binding),
+        output_rows: Some(&batch.block_rows),
+    };
+    let hidden = model.hidden_states(&input);
+    (hidden, binding.materialised_bytes())
+}
+
 /// The text of a caught panic payload.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     let text = payload.downcast_ref::<String>().map(String::as_str);
     let text = text.or_else(|| payload.downcast_ref::<&str>().copied());
     text.unwrap_or("forward pass panicked")
@@ -280,42 +382,64 @@ pub fn generate(
     requests: &[(Vec<i64>, GenerationParams)],
     max_batch: usize,
 ) -> Result<(Vec<Generation>, DecodeStats), EngineError> {
-    let mut seqs = Vec::with_capacity(requests.len());
-    for (i, (prompt, params)) in requests.iter().enumerate() {
-        validate_request(model, i, prompt, params)?;
-        seqs.push(Sequence::new(i as u64, prompt, params.clone(), special));
-    }
-    let capacity = seqs.iter().map(Sequence::max_context).max().unwrap_or(0);
-    let slots = max_batch.clamp(1, seqs.len().max(1));
-    let mut decoder = BlockDecoder::new(model, special, tokenizer, slots, capacity);
-    let mut results: Vec<Option<Generation>> = vec![None; seqs.len()];
-    let mut waiting = seqs.iter_mut().enumerate().peekable();
-    let mut active: Vec<(usize, &mut Sequence)> = Vec::new();
-    while waiting.peek().is_some() || !active.is_empty() {
-        while let Some((_, next)) = waiting.peek() {
-            if !active.is_empty()
-                && decoder.cache().admission(next.max_context()) != Admission::Fits
-            {
-                break;
+    let capacity = requests
+        .iter()
+        .map(|(prompt, params)| super::sequence::context_needed(prompt.len(), params))
+        .max()
+        .unwrap_or(0);
+    let slots = max_batch.clamp(1, requests.len().max(1));
+    BlockDecoder::new(model, special, tokenizer, slots, capacity).generate(requests)
+}
+
+impl BlockDecoder<'_> {
+    /// Decodes every prompt of `requests` (one block size), as many at a time as the cache
+    /// admits, returning the generations in input order and this call's counters. The decoder
+    /// (its cache, its CUDA graphs) can run call after call.
+    pub fn generate(
+        &mut self,
+        requests: &[(Vec<i64>, GenerationParams)],
+    ) -> Result<(Vec<Generation>, DecodeStats), EngineError> {
+        let before = self.stats;
+        let mut seqs = Vec::with_capacity(requests.len());
+        for (i, (prompt, params)) in requests.iter().enumerate() {
+            validate_request(self.model, i, prompt, params)?;
+            seqs.push(Sequence::new(i as u64, prompt, params.clone(), self.special));
+        }
+        let mut results: Vec<Option<Generation>> = vec![None; seqs.len()];
+        let mut waiting = seqs.iter_mut().enumerate().peekable();
+        let mut active: Vec<(usize, &mut Sequence)> = Vec::new();
+        while waiting.peek().is_some() || !active.is_empty() {
+            while let Some((_, next)) = waiting.peek() {
+                if !active.is_empty()
+                    && self.cache.admission(next.max_context()) != Admission::Fits
+                {
+                    break;
+                }
+                let Some((i, seq)) = waiting.next() else {
+                    break;
+                };
+                self.admit(seq)?;
+                active.push((i, seq));
             }
-            let Some((i, seq)) = waiting.next() else {
-                break;
-            };
-            decoder.admit(seq)?;
-            active.push((i, seq));
+            let mut batch: Vec<&mut Sequence> = active.iter_mut().map(|(_, s)| &mut **s).collect();
+            let stepped = self.step(&mut batch);
+            if stepped.is_err() {
+                for (_, seq) in active.iter_mut() {
+                    self.release(seq);
+                }
+            }
+            stepped?;
+            for (i, seq) in active
+                .iter_mut()
+                .filter(|(_, s)| s.finish_reason().is_some())
+            {
+                self.release(seq);
+                results[*i] = Some(finished(seq));
+            }
+            active.retain(|(_, s)| s.finish_reason().is_none());
         }
-        let mut batch: Vec<&mut Sequence> = active.iter_mut().map(|(_, s)| &mut **s).collect();
-        decoder.step(&mut batch)?;
-        for (i, seq) in active
-            .iter_mut()
-            .filter(|(_, s)| s.finish_reason().is_some())
-        {
-            decoder.release(seq);
-            results[*i] = Some(finished(seq));
-        }
-        active.retain(|(_, s)| s.finish_reason().is_none());
+        Ok((results.into_iter().flatten().collect(), self.stats - before))
     }
-    Ok((results.into_iter().flatten().collect(), decoder.stats()))
 }
 
 fn finished(seq: &Sequence) -> Generation {

@@ -30,6 +30,15 @@ fn request(steps: usize, remasking: Remasking, sampling: SamplingParams) -> Gene
 /// Greedy, plain sampling, top-k + top-p, and entropy-bounded rows in one batch, with prompts of
 /// different lengths (padding, prompt tails) and pages first handed out mid-run.
 fn mixed_batch() -> Vec<Sequence> {
+    mixed_requests()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (prompt, params))| Sequence::new(i as u64, &prompt, params, SPECIAL))
+        .collect()
+}
+
+/// The prompts and settings of [`mixed_batch`].
+fn mixed_requests() -> Vec<(Vec<i64>, GenerationParams)> {
     let warm = |top_k, top_p| SamplingParams {
         temperature: 0.8,
         top_k,
@@ -45,10 +54,7 @@ fn mixed_batch() -> Vec<Sequence> {
     settings
         .into_iter()
         .enumerate()
-        .map(|(i, params)| {
-            let prompt: Vec<i64> = (0..5 + 3 * i as i64).map(|t| 2 + t % 50).collect();
-            Sequence::new(i as u64, &prompt, params, SPECIAL)
-        })
+        .map(|(i, params)| ((0..5 + 3 * i as i64).map(|t| 2 + t % 50).collect(), params))
         .collect()
 }
 
@@ -150,4 +156,28 @@ fn key_positions_count_the_keys_each_forward_attends_over() {
     // block and decodes the next (keys 0..12); forward 3 likewise (0..16) and reaches 8 tokens.
     assert_eq!((stats.forwards, stats.tokens), (3, 8));
     assert_eq!(stats.key_positions, 8 + 12 + 16);
+}
+
+/// Decode steps padded to the graphs' shapes (batch rows up to a bucket from slot 0, keys up to
+/// a power of two) commit exactly the tokens of unpadded steps: greedy and seeded sampling,
+/// S = 1, 2 and 4, more requests than slots (slots freed and reused mid-run).
+#[test]
+fn padded_steps_commit_the_same_tokens() {
+    let loaded = checkpoint::random(&SdarConfig::tiny(64), Device::Cpu, Kind::Float, 9);
+    let mut requests = mixed_requests();
+    let more = requests.clone();
+    requests.extend(more.into_iter().map(|(p, params)| (p[..3].to_vec(), params)));
+    let run = |padded: bool| {
+        let decoder = BlockDecoder::new(&loaded.model, SPECIAL, None, 3, 96);
+        let mut decoder = if padded { decoder.with_padded_steps() } else { decoder };
+        let (generations, stats) = decoder.generate(&requests).unwrap();
+        let tokens: Vec<Vec<i64>> = generations.into_iter().map(|g| g.tokens).collect();
+        (tokens, stats.forwards)
+    };
+    let (plain, plain_forwards) = run(false);
+    let (padded, padded_forwards) = run(true);
+    assert_eq!(plain.len(), 8);
+    assert!(plain.iter().all(|t| t.len() == 40));
+    assert_eq!(plain, padded);
+    assert_eq!(plain_forwards, padded_forwards);
 }

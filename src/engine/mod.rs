@@ -4,6 +4,7 @@
 //! sequences.
 
 pub mod batch;
+pub mod cuda_graph;
 pub mod decoder;
 pub mod denoise;
 pub mod device_memory;

@@ -74,6 +74,8 @@ pub struct RunnerLimits {
     pub max_queue: usize,
     /// The paged KV cache: sequences decoded together and the pages they share.
     pub cache: CacheShape,
+    /// Replay decode steps as CUDA graphs (on CUDA, where this build supports them).
+    pub cuda_graphs: bool,
 }
 
 /// State shared between the engine thread and its handles.

@@ -54,7 +54,8 @@ impl<'m> Engine<'m> {
             eos: tokenizer.eos_id,
             mask: tokenizer.mask_id,
         };
-        let decoder = BlockDecoder::with_cache(model, special, Some(tokenizer), limits.cache);
+        let decoder = BlockDecoder::with_cache(model, special, Some(tokenizer), limits.cache)
+            .with_cuda_graphs(limits.cuda_graphs);
         // On a GPU the cache may hold fewer slots than asked (each is sized for the longest
         // context): report what it has.
         metrics.kv_slots_total.set(decoder.cache().slots() as i64);

@@ -56,6 +56,18 @@ pub struct Segment {
     float: bool,
 }
 
+impl Segment {
+    /// First element's offset in its upload.
+    pub fn start(&self) -> i64 {
+        self.start
+    }
+
+    /// Offset just past its last element.
+    pub fn end(&self) -> i64 {
+        self.start + self.len
+    }
+}
+
 /// Arrays staged on the host for one copy to the device. `f32` values travel as their bit
 /// patterns inside the `i64` buffer and are reinterpreted on the device, bit for bit.
 #[derive(Debug, Default)]
@@ -95,10 +107,30 @@ impl Upload {
         let host = Tensor::from_slice(&self.values);
         Uploaded(match device {
             Device::Cpu => host,
-            _ => host
-                .pin_memory(device)
-                .to_device_(device, Kind::Int64, true, false),
+            _ => pinned(&host).to_device_(device, Kind::Int64, true, false),
         })
+    }
+}
+
+/// `host` in page-locked memory (so a copy from it need not block), or `host` itself if
+/// pinning fails.
+fn pinned(host: &Tensor) -> Tensor {
+    #[allow(unsafe_code)]
+    mod ffi {
+        extern "C" {
+            pub fn t3d_pin_memory(t: *const torch_sys::C_tensor) -> *mut torch_sys::C_tensor;
+        }
+    }
+    // SAFETY: the shim reads the tensor behind `as_ptr` and returns a new one it hands over
+    // (or null), which `from_ptr` takes ownership of.
+    #[allow(unsafe_code)]
+    unsafe {
+        let copy = ffi::t3d_pin_memory(host.as_ptr());
+        if copy.is_null() {
+            host.shallow_clone()
+        } else {
+            Tensor::from_ptr(copy)
+        }
     }
 }
 
@@ -107,6 +139,16 @@ impl Upload {
 pub struct Uploaded(Tensor);
 
 impl Uploaded {
+    /// Arrays already on the device, laid out as an upload was (a graph's input buffer).
+    pub fn wrap(values: Tensor) -> Self {
+        Self(values)
+    }
+
+    /// The first `len` values.
+    pub fn prefix(&self, len: i64) -> Tensor {
+        self.0.narrow(0, 0, len)
+    }
+
     /// The array staged as `segment`: `Int64`, or `Float` for a [`Upload::push_f32`] segment.
     pub fn get(&self, segment: Segment) -> Tensor {
         let part = self.0.narrow(0, segment.start, segment.len);
@@ -116,6 +158,13 @@ impl Uploaded {
             part
         }
     }
+}
+
+/// Copies `from` into `into`, both on the same device (a graph's input buffer refilled from the
+/// step's upload): no host↔device crossing, and not counted as one.
+pub fn copy_on_device(into: &Tensor, from: &Tensor) {
+    debug_assert_eq!(into.device(), from.device());
+    let _ = into.shallow_clone().copy_(from);
 }
 
 /// A tensor's values as `f32` on the host: the one device → host copy of a step.

@@ -66,3 +66,22 @@ pub(super) fn attention_bias(mask: &Tensor, kind: Kind, group: i64) -> Tensor {
         bias.repeat_interleave_self_int(group, Some(2), None)
     }
 }
+
+/// On CUDA, takes cuDNN's attention kernel out of `scaled_dot_product_attention`'s choice
+/// (`T3D_SDPA_CUDNN=1` leaves it in): cuDNN plans each new shape before running it, tens of
+/// milliseconds, and a server's steps keep meeting new batch and key lengths. The
+/// memory-efficient kernel that runs instead takes the same bias and needs no plan.
+pub(super) fn keep_cudnn_out_of_attention() {
+    #[allow(unsafe_code)]
+    mod ffi {
+        extern "C" {
+            pub fn t3d_sdp_use_cudnn(enabled: std::ffi::c_int);
+        }
+    }
+    let keep = std::env::var("T3D_SDPA_CUDNN").is_ok_and(|v| v == "1");
+    // SAFETY: sets one flag of libtorch's global context.
+    #[allow(unsafe_code)]
+    unsafe {
+        ffi::t3d_sdp_use_cudnn(i32::from(keep));
+    }
+}

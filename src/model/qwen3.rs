@@ -15,7 +15,9 @@
 
 use tch::{nn, Kind, Tensor};
 
-use super::attention::{attention_bias, fold_query_groups, unfold_query_groups, Heads};
+use super::attention::{
+    attention_bias, fold_query_groups, keep_cudnn_out_of_attention, unfold_query_groups, Heads,
+};
 use super::fused::{FusedRows, NormTable};
 use super::op_count;
 use super::rope::{self, Rope, RopeTables};
@@ -273,6 +275,9 @@ impl Sdar {
         let (layers, norms): (Vec<_>, Vec<_>) = (0..config.num_hidden_layers)
             .map(|i| DecoderLayer::new(&(&model / "layers" / i), config))
             .unzip();
+        if root.device().is_cuda() {
+            keep_cudnn_out_of_attention();
+        }
         let lm_head = if config.tie_word_embeddings {
             embed_tokens.shallow_clone()
         } else {

@@ -174,3 +174,26 @@ extern "C" {
 int t3d_grad_enabled() { return c10::GradMode::is_enabled() ? 1 : 0; }
 
 }  // extern "C"
+
+#include <ATen/Context.h>
+#include <ATen/Tensor.h>
+
+extern "C" {
+
+// Whether scaled_dot_product_attention may pick cuDNN's kernel on CUDA (its default in 2.11 for
+// these shapes). cuDNN builds an execution plan per new shape, and a server meets a new shape
+// at nearly every step; the memory-efficient kernel has no such cost.
+void t3d_sdp_use_cudnn(int enabled) { at::globalContext().setSDPUseCuDNN(enabled != 0); }
+
+// A copy of `t` in page-locked host memory (libtorch's caching host allocator), or null on
+// failure. Tensor::pin_memory(device) warns on every call that the device argument is
+// deprecated; tch offers no other form.
+at::Tensor* t3d_pin_memory(const at::Tensor* t) {
+  try {
+    return new at::Tensor(t->pin_memory());
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+}
+
+}  // extern "C"

@@ -45,6 +45,8 @@ pub struct ServeOptions {
     pub kind: tch::Kind,
     /// How long the warm-up decode may take.
     pub warm_up_timeout: Duration,
+    /// Replay decode steps as CUDA graphs (on CUDA).
+    pub cuda_graphs: bool,
 }
 
 /// One loaded model with its engine thread.
@@ -118,6 +120,7 @@ impl ServedModel {
         let runner_limits = RunnerLimits {
             max_queue: opts.max_queue,
             cache: plan.shape,
+            cuda_graphs: opts.cuda_graphs,
         };
         let (load_dir, engine_tokenizer) = (dir.to_path_buf(), tokenizer.clone());
         let (device, kind) = (opts.device, opts.kind);
