@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Issue 17's one prepared GPU measurement, built here and run there (device tool:
-#   command `bash scripts/gpu-bench.sh`, carry ["target/release/t3d", "target/release/loadtest"],
-#   timeout_s 540). Random-weight SDAR-1.7B and SDAR-4B shapes in bf16, b = 4, 256-token prompts,
+# The prepared GPU measurement, built here and run there (device tool: command
+#   `bash scripts/gpu-bench.sh`, carry ["target/release/t3d", "target/release/loadtest"],
+#   timeout_s 450). Random-weight SDAR-1.7B and SDAR-4B shapes in bf16, b = 4, 256-token prompts,
 # 256 generated tokens, EOS ignored:
-#   1. CUDA greedy tokens == CPU greedy tokens (tiny model, S = 1 and 4): scripts/gpu-check.sh;
-#   2. `t3d bench` at batch 1, 128, 32, 8 x S = 1, 2, 4: tokens/s, ms per forward, % of the HBM
-#      bound (weights + attended KV read once per forward, over the device's bandwidth), GPU memory;
-#   3. the same bench on the SDAR-4B shape;
+#   1. greedy tokens: CPU == CUDA, CUDA graphs on == off (scripts/gpu-check.sh);
+#   2. like for like, one run: the eager engine with cuDNN attention (`--cuda-graphs false`,
+#      T3D_SDPA_CUDNN=1) against the default (CUDA graphs, memory-efficient attention) on both
+#      shapes at S = 1 and 2, tokens compared by digest (GPU_BENCH_AB=0 skips it);
+#   3. `t3d bench` at batch 1, 128, 32, 8 x S = 1, 2, 4: tokens/s, ms per forward, % of the HBM
+#      bound (weights + attended KV read once per forward, over the device's bandwidth), GPU
+#      memory, share of forwards replayed as graphs; the same on the SDAR-4B shape;
 #   4. `t3d serve` (KV cache sized from free GPU memory; its plan is logged) + `loadtest` at
 #      concurrency 1, 32, 128 on the SDAR-1.7B shape: server / engine;
-#   5. the Python `transformers` loop (scripts/hf_decode_bench.py) at batch 1 and 32;
+#   5. the Python `transformers` loop (scripts/hf_decode_bench.py) at batch 1 and 32
+#      (GPU_BENCH_HF=0 skips it);
 # then $OUT/summary.md and $OUT/summary.json (scripts/gpu_bench_report.py). Phases run in that
 # order, each within its own cap, while the budget (GPU_BENCH_BUDGET_S, default 450 s) lasts; every tool writes its
 # JSON as it goes, so a phase cut short keeps what it measured.
@@ -59,26 +63,40 @@ common=(--block-size 4 --prompt-len "$prompt" --gen-tokens "$gen" --device "$dev
 
 phase() { echo "== [$(left) s left] $*"; }
 
-if [ "$device" = cuda ]; then
-  phase "CUDA vs CPU greedy tokens"
+if [ "$device" = cuda ] && [ "${GPU_BENCH_CHECK:-1}" = 1 ]; then
+  phase "greedy tokens: CPU vs CUDA, graphs on vs off"
   GPU_CHECK_BENCH=0 OUT="$out" timeout 120 bash scripts/gpu-check.sh > "$out/check.txt" 2>&1
-  grep -E "identical|DIFFER|decodes" "$out/check.txt"
+  grep -E "identical|DIFFER|failed" "$out/check.txt"
 fi
 
 phase "checkpoint of the $small shape ($dtype)"
 [ -f "$work/$small/config.json" ] || $bin init --shape "$small" --dtype "$dtype" --out "$work/$small" --seed 1
 
+# bench_into NAME CAP RESERVE MODEL_ARGS... -- BENCH_ARGS...: one `t3d bench` into bench-NAME.json.
+bench_into() {
+  local name=$1 cap=$2 reserve=$3
+  shift 3
+  within "$cap" "$reserve" $bin bench "$@" "${common[@]}" --warmup 1 --repeats 3 \
+    --hbm-bandwidth-gbs "$bandwidth" --json "$out/bench-$name.json" 2> "$out/bench-$name.log"
+  grep -v '^\[t3d\]' "$out/bench-$name.log" | grep -v "Warning"
+}
+
+if [ "${GPU_BENCH_AB:-1}" = 1 ]; then
+  for shape in "$small" "$big"; do
+    model=(--shape "$shape"); [ "$shape" = "$small" ] && model=(--model "$work/$small")
+    ab_batches=$batches; [ "$shape" = "$big" ] && ab_batches=$(echo "$batches" | cut -d, -f1,2)
+    phase "like for like, $shape: eager + cuDNN attention, then the default"
+    T3D_SDPA_CUDNN=1 bench_into "eager-$shape" 90 260 "${model[@]}" --batch-sizes "$ab_batches" \
+      --steps 1,2 --cuda-graphs false
+    bench_into "graphs-$shape" 60 230 "${model[@]}" --batch-sizes "$ab_batches" --steps 1,2
+  done
+fi
+
 phase "t3d bench, $small"
-within 170 200 $bin bench --model "$work/$small" "${common[@]}" --batch-sizes "$batches" \
-  --steps 1,2,4 --warmup 1 --repeats 1 --hbm-bandwidth-gbs "$bandwidth" \
-  --json "$out/bench-$small.json" 2> "$out/bench-$small.log"
-grep -v '^\[t3d\]' "$out/bench-$small.log"
+bench_into "$small" 100 160 --model "$work/$small" --batch-sizes "$batches" --steps 1,2,4
 
 phase "t3d bench, $big (random weights made on the device)"
-within 170 110 $bin bench --shape "$big" "${common[@]}" --batch-sizes "$batches" \
-  --steps 1,2,4 --warmup 1 --repeats 1 --hbm-bandwidth-gbs "$bandwidth" \
-  --json "$out/bench-$big.json" 2> "$out/bench-$big.log"
-grep -v '^\[t3d\]' "$out/bench-$big.log"
+bench_into "$big" 100 110 --shape "$big" --batch-sizes "$batches" --steps 1,2,4
 
 phase "t3d serve + loadtest, $small"
 port=${GPU_BENCH_PORT:-8047}
@@ -105,10 +123,12 @@ within 90 50 $loadtest --url "http://127.0.0.1:$port" --concurrency "$conc" \
 kill $server 2>/dev/null
 wait $server 2>/dev/null
 
-phase "transformers loop, $small"
-within 90 5 $python -W ignore scripts/hf_decode_bench.py "$work/$small" --device "$device" \
-  --dtype "$dtype" --batch-sizes "$hf_batches" --steps 1,4 --prompt-len "$prompt" \
-  --gen-tokens "$gen" --repeats 1 --json "$out/hf-$small.json" 2> "$out/hf-$small.log"
+if [ "${GPU_BENCH_HF:-1}" = 1 ]; then
+  phase "transformers loop, $small"
+  within 90 5 $python -W ignore scripts/hf_decode_bench.py "$work/$small" --device "$device" \
+    --dtype "$dtype" --batch-sizes "$hf_batches" --steps 1,4 --prompt-len "$prompt" \
+    --gen-tokens "$gen" --repeats 1 --json "$out/hf-$small.json" 2> "$out/hf-$small.log"
+fi
 
 phase "summary"
 $python scripts/gpu_bench_report.py "$out" "$small" "$big"

@@ -44,9 +44,9 @@ def shape_table(out, shape):
     ours, theirs = bench_rows(out, shape), hf_rows(out, shape)
     lines = [f"### {shape}", "",
              "| batch | S | tokens/s | ms / forward | % of HBM bound | GPU memory (GiB) "
-             "| ops / forward (kernels) | attention | KV MB copied / forward "
+             "| ops / forward (kernels) | attention | KV MB copied / forward | graphs % "
              "| transformers tokens/s | t3d / transformers |",
-             "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+             "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     rows = []
     for key in sorted(ours):
         r, hf = ours[key], theirs.get(key)
@@ -68,8 +68,41 @@ def shape_table(out, shape):
                      f"| {fmt(row['gpu_memory_gib'], '.1f')} "
                      f"| {fmt(row['aten_ops_per_forward'], '.0f')} ({fmt(row['kernel_ops_per_forward'], '.0f')}) "
                      f"| {row['sdpa_backend'] or '-'} | {row['kv_mb_copied_per_forward']:.1f} "
+                     f"| {fmt(r.get('cuda_graph_replays_percent'), '.0f')} "
                      f"| {fmt(hf_tps, '.1f')} "
                      f"| {fmt(row['t3d_over_transformers'], '.2f')} |")
+    return rows, lines
+
+
+def like_for_like_table(out, shape):
+    """The eager engine with cuDNN attention against the default, same rows, one run."""
+    before, after = bench_rows(out, f"eager-{shape}"), bench_rows(out, f"graphs-{shape}")
+    if not before or not after:
+        return [], []
+    lines = [f"### like for like, {shape}: eager + cuDNN attention -> CUDA graphs + "
+             "memory-efficient attention", "",
+             "| batch | S | eager tokens/s | graphs tokens/s | ratio | ms / forward (eager -> graphs) "
+             "| forwards equal | tokens equal | graphs % |",
+             "|---:|---:|---:|---:|---:|---:|---|---|---:|"]
+    rows = []
+    for key in sorted(before):
+        if key not in after:
+            continue
+        b, a = before[key], after[key]
+        row = {"shape": shape, "batch": key[0], "steps_per_block": key[1],
+               "eager_tokens_per_second": b["tokens_per_second"],
+               "graphs_tokens_per_second": a["tokens_per_second"],
+               "ratio": a["tokens_per_second"] / b["tokens_per_second"],
+               "eager_ms_per_forward": b["ms_per_forward"], "graphs_ms_per_forward": a["ms_per_forward"],
+               "forwards_equal": b["forwards"] == a["forwards"],
+               "tokens_equal": b.get("tokens_digest") == a.get("tokens_digest"),
+               "graphs_percent": a.get("cuda_graph_replays_percent")}
+        rows.append(row)
+        lines.append(f"| {key[0]} | {key[1]} | {row['eager_tokens_per_second']:.1f} "
+                     f"| {row['graphs_tokens_per_second']:.1f} | {row['ratio']:.2f} "
+                     f"| {row['eager_ms_per_forward']:.2f} -> {row['graphs_ms_per_forward']:.2f} "
+                     f"| {'yes' if row['forwards_equal'] else 'NO'} | {'yes' if row['tokens_equal'] else 'NO'} "
+                     f"| {fmt(row['graphs_percent'], '.0f')} |")
     return rows, lines
 
 
@@ -123,13 +156,18 @@ def main():
         shape_rows, shape_lines = shape_table(out, shape)
         rows += shape_rows
         lines += shape_lines + [""]
+    like_rows = []
+    for shape in (small, big):
+        shape_rows, shape_lines = like_for_like_table(out, shape)
+        like_rows += shape_rows
+        lines += shape_lines + ([""] if shape_lines else [])
     server_rows, server_lines = server_table(out, small)
     lines += server_lines + ["", "### targets", ""]
     goals = targets(out, small, big)
     lines += [f"- {g['target']}: measured {fmt(g['measured'], '.1f')}, "
               f"{'met' if g['met'] else 'not met' if g['met'] is False else 'not measured'}" for g in goals]
     summary = {"setup": setup, "gpu": gpu, "kv_plan": kv, "cuda_cpu_parity": parity, "bench": rows,
-               "server": server_rows, "targets": goals}
+               "like_for_like": like_rows, "server": server_rows, "targets": goals}
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     text = "\n".join(lines) + "\n"

@@ -52,6 +52,14 @@ fn the_gpu_benchmark_runs_its_whole_path_on_the_cpu_and_summarises_it() {
     let text = std::fs::read_to_string(out.path().join("summary.json")).unwrap();
     let summary: Value = serde_json::from_str(&text).unwrap();
 
+    let like_for_like = summary["like_for_like"].as_array().unwrap();
+    assert_eq!(like_for_like.len(), 3 * 2 + 2 * 2, "both shapes' rows at S = 1, 2\n{log}");
+    for row in like_for_like {
+        assert_eq!(row["forwards_equal"], true, "{row}");
+        assert_eq!(row["tokens_equal"], true, "{row}");
+        assert!(row["ratio"].as_f64().unwrap() > 0.0, "{row}");
+    }
+
     let bench = summary["bench"].as_array().unwrap();
     for shape in ["tiny", "small"] {
         let rows: Vec<&Value> = bench.iter().filter(|r| r["shape"] == shape).collect();

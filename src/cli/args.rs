@@ -99,6 +99,9 @@ pub struct DecodeArgs {
     /// Stop strings (repeatable).
     #[arg(long = "stop")]
     pub stop: Vec<String>,
+    /// Keep going past EOS until --max-tokens (benchmarks, checks).
+    #[arg(long)]
+    pub ignore_eos: bool,
 }
 
 impl DecodeArgs {
@@ -124,6 +127,7 @@ impl DecodeArgs {
             stop: StopParams {
                 max_tokens: self.max_tokens,
                 stop_strings: self.stop.clone(),
+                ignore_eos: self.ignore_eos,
                 ..StopParams::default()
             },
         }

@@ -9,7 +9,8 @@ use serde::Serialize;
 use super::args::BenchArgs;
 use crate::engine::device_memory::cuda_free_and_total;
 use crate::engine::{
-    BlockDecoder, DecodeStats, DenoiseParams, GenerationParams, SpecialIds, StopParams,
+    BlockDecoder, DecodeStats, DenoiseParams, Generation, GenerationParams, SpecialIds,
+    StopParams,
 };
 use crate::engine::sequence::context_needed;
 use crate::model::op_count::count_ops;
@@ -54,6 +55,9 @@ pub struct BenchRow {
     pub sdpa_backend: String,
     /// Forwards of the timed run that replayed a CUDA graph, %.
     pub cuda_graph_replays_percent: f64,
+    /// FNV-1a of every completion token of the timed run, in order: equal digests across
+    /// settings (graphs on and off, say) mean the same tokens.
+    pub tokens_digest: String,
     /// Memory in use on the CUDA device after the setting ran (the caching allocator keeps
     /// what it reserved, so this is the peak, CUDA context included).
     pub gpu_memory_used_bytes: Option<u64>,
@@ -219,14 +223,14 @@ fn measure(
     let mut last = None;
     for _ in 0..args.repeats.max(1) {
         let start = Instant::now();
-        let (_, stats) = decoder.generate(&reqs)?;
+        let (generations, stats) = decoder.generate(&reqs)?;
         sync(model.device());
         times.push(start.elapsed().as_secs_f64());
-        last = Some(stats);
+        last = Some((stats, tokens_digest(&generations)));
     }
     times.sort_by(f64::total_cmp);
     let seconds = times[times.len() / 2];
-    let stats = last.unwrap_or_default();
+    let (stats, digest) = last.unwrap_or_default();
     let mut row = BenchRow {
         batch,
         block_size: args.block_size,
@@ -246,6 +250,7 @@ fn measure(
         kernel_ops_per_layer: 0.0,
         kv_bytes_copied_per_forward: 0.0,
         cuda_graph_replays_percent: 0.0,
+        tokens_digest: digest,
         sdpa_backend: model
             .attention_backend(
                 batch as i64,
@@ -257,6 +262,17 @@ fn measure(
     row.cuda_graph_replays_percent = 100.0 * stats.graph_replays as f64 / row.forwards.max(1) as f64;
     count_forward_cost(&mut row, &mut decoder, &reqs)?;
     Ok((row, stats))
+}
+
+/// FNV-1a over the completion tokens of `generations`, as 16 hex digits.
+fn tokens_digest(generations: &[Generation]) -> String {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for token in generations.iter().flat_map(|g| g.tokens.iter()) {
+        for byte in token.to_le_bytes() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
 }
 
 /// Fills `row`'s op and KV-copy figures from one more run, counted.
@@ -287,7 +303,7 @@ fn sync(device: tch::Device) {
 /// The table header matching [`format_row`].
 pub fn header() -> String {
     format!(
-        "{:>5} {:>3} {:>3} {:>8} {:>8} {:>9} {:>10} {:>9} {:>8} {:>9} {:>10} {:>6}",
+        "{:>5} {:>3} {:>3} {:>8} {:>8} {:>9} {:>10} {:>9} {:>8} {:>9} {:>10} {:>9} {:>7}  {}",
         "batch",
         "b",
         "S",
@@ -299,14 +315,16 @@ pub fn header() -> String {
         "%bound",
         "ops/layer",
         "kvMB/fwd",
-        "sdpa"
+        "sdpa",
+        "graphs%",
+        "tokens"
     )
 }
 
 /// One table line.
 pub fn format_row(r: &BenchRow) -> String {
     format!(
-        "{:>5} {:>3} {:>3} {:>8} {:>8} {:>9.2} {:>10.1} {:>9.2} {:>8} {:>9.1} {:>10.2} {:>6}",
+        "{:>5} {:>3} {:>3} {:>8} {:>8} {:>9.2} {:>10.1} {:>9.2} {:>8} {:>9.1} {:>10.2} {:>9} {:>7.0}  {}",
         r.batch,
         r.block_size,
         r.steps_per_block,
@@ -319,7 +337,9 @@ pub fn format_row(r: &BenchRow) -> String {
             .map_or_else(|| "-".to_string(), |p| format!("{p:.1}")),
         r.aten_ops_per_layer,
         r.kv_bytes_copied_per_forward / 1e6,
-        r.sdpa_backend
+        r.sdpa_backend,
+        r.cuda_graph_replays_percent,
+        r.tokens_digest
     )
 }
 

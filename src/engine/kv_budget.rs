@@ -108,6 +108,32 @@ pub fn plan(
     })
 }
 
+/// On a device where every slot holds the longest context in full (a GPU pool is allocated
+/// whole), shortens that context until `plan`'s budget holds all its sequences, unless the user
+/// asked for the context limit (`asked_max_len`): 128 sequences of 32k positions would otherwise
+/// leave room for a quarter of them. Unchanged when they fit, or when the context would fall
+/// under what one sequence needs at least.
+pub fn fit_whole_slots(plan: KvPlan, asked_max_len: Option<usize>) -> KvPlan {
+    let shape = plan.shape;
+    let slot_pages = shape.max_context.div_ceil(shape.page_size);
+    if asked_max_len.is_some() || shape.max_sequences * slot_pages <= shape.pages {
+        return plan;
+    }
+    let per_slot = shape.pages / shape.max_sequences * shape.page_size;
+    let held = per_slot.saturating_sub(CONTEXT_SLACK);
+    if held < 2 * CONTEXT_SLACK {
+        return plan;
+    }
+    KvPlan {
+        shape: CacheShape {
+            max_context: held + CONTEXT_SLACK,
+            ..shape
+        },
+        max_model_len: held,
+        ..plan
+    }
+}
+
 /// `4GiB`, `512MiB`, `1.5GB`, `64k`, or plain bytes.
 pub fn parse_bytes(text: &str) -> Result<usize, String> {
     let t = text.trim();
@@ -217,6 +243,23 @@ mod tests {
             (p.shape.pages + 1) * (16 << 10),
             "one padding page"
         );
+    }
+
+    #[test]
+    fn whole_slots_shorten_the_context_until_every_sequence_fits() {
+        // 1 KiB per position, 8 MiB: 512 pages of 16 positions, 8 sequences of 32k asked.
+        let p = plan(1024, 8, 32_768, None, Budget::Bytes(8 << 20)).unwrap();
+        assert_eq!(p.shape.max_context, 8192, "one sequence takes the whole budget");
+        let fitted = fit_whole_slots(p.clone(), None);
+        // 512 / 8 = 64 pages = 1024 positions a slot, less the slack.
+        assert_eq!(fitted.max_model_len, 1024 - CONTEXT_SLACK);
+        assert_eq!(fitted.shape.max_context, 1024);
+        assert_eq!(fitted.shape.pages, p.shape.pages);
+        assert_eq!(fit_whole_slots(p.clone(), Some(4000)), p, "an asked limit stays");
+        let roomy = plan(1024, 2, 1024, None, Budget::Bytes(1 << 30)).unwrap();
+        assert_eq!(fit_whole_slots(roomy.clone(), None), roomy, "they fit already");
+        let crowded = plan(1024, 400, 32_768, None, Budget::Bytes(8 << 20)).unwrap();
+        assert_eq!(fit_whole_slots(crowded.clone(), None), crowded, "a slot under 256");
     }
 
     #[test]

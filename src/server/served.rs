@@ -167,14 +167,18 @@ fn kv_plan(config: &SdarConfig, opts: &ServeOptions) -> anyhow::Result<KvPlan> {
         },
     };
     let model_len = config.max_position_embeddings.max(1) as usize;
-    kv_budget::plan(
+    let plan = kv_budget::plan(
         bytes_per_position(config, opts.kind),
         opts.max_batch_size,
         model_len,
         opts.max_total_tokens,
         budget,
     )
-    .map_err(anyhow::Error::msg)
+    .map_err(anyhow::Error::msg)?;
+    Ok(match opts.device {
+        tch::Device::Cpu => plan,
+        _ => kv_budget::fit_whole_slots(plan, opts.max_total_tokens),
+    })
 }
 
 /// Share of the host memory left after the weights that the KV cache may take on the CPU
