@@ -5,8 +5,8 @@
 # 256 generated tokens, EOS ignored:
 #   1. greedy tokens: CPU == CUDA, CUDA graphs on == off (scripts/gpu-check.sh);
 #   2. like for like, one run: the eager engine with cuDNN attention (`--cuda-graphs false`,
-#      T3D_SDPA_CUDNN=1) against the default (CUDA graphs, memory-efficient attention) on both
-#      shapes at S = 1 and 2, tokens compared by digest (GPU_BENCH_AB=0 skips it);
+#      T3D_SDPA_CUDNN=1) against CUDA graphs with memory-efficient attention on both shapes at
+#      S = 1 and 2, tokens compared by digest (GPU_BENCH_AB=0 skips it);
 #   3. `t3d bench` at batch 1, 128, 32, 8 x S = 1, 2, 4: tokens/s, ms per forward, % of the HBM
 #      bound (weights + attended KV read once per forward, over the device's bandwidth), GPU
 #      memory, share of forwards replayed as graphs; the same on the SDAR-4B shape;
@@ -14,7 +14,11 @@
 #      concurrency 1, 32, 128 on the SDAR-1.7B shape: server / engine;
 #   5. the Python `transformers` loop (scripts/hf_decode_bench.py) at batch 1 and 32
 #      (GPU_BENCH_HF=0 skips it);
-# then $OUT/summary.md and $OUT/summary.json (scripts/gpu_bench_report.py). Phases run in that
+# then $OUT/summary.md and $OUT/summary.json (scripts/gpu_bench_report.py). Meanwhile, on a
+# machine of 16 cores or more, the CPU overload windows (scripts/overload-cpu-split.sh, 3 rounds,
+# server on cores 0-1, load on 2-7; this script moves itself to 8-15) go to $OUT/overload.txt
+# (GPU_BENCH_OVERLOAD=0 skips them). With GPU_BENCH_TAR=FILE everything ends up in one tarball
+# (the device tool brings back at most 8 files). Phases run in that
 # order, each within its own cap, while the budget (GPU_BENCH_BUDGET_S, default 450 s) lasts; every tool writes its
 # JSON as it goes, so a phase cut short keeps what it measured.
 # Dry run of the same path on this CPU, tiny shapes: GPU_BENCH_DRY=1 bash scripts/gpu-bench.sh
@@ -59,9 +63,20 @@ else
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 fi
 echo "{\"device\": \"$device\", \"dtype\": \"$dtype\", \"bandwidth_gbs\": $bandwidth}" > "$out/setup.json"
+# The tables and the server run with CUDA graphs unless GPU_BENCH_GRAPHS=false.
+graphs=${GPU_BENCH_GRAPHS:-true}
 common=(--block-size 4 --prompt-len "$prompt" --gen-tokens "$gen" --device "$device" --dtype "$dtype")
 
 phase() { echo "== [$(left) s left] $*"; }
+
+overload=
+if [ "$device" = cuda ] && [ "${GPU_BENCH_OVERLOAD:-1}" = 1 ] && [ "$(nproc)" -ge 16 ]; then
+  taskset -cp 8-15 $$ > /dev/null
+  (for round in 1 2 3; do
+    SERVER_CPUS=0-1 CLIENT_CPUS=2-7 timeout 100 taskset -c 0-7 bash scripts/overload-cpu-split.sh "gpu-machine-r$round"
+  done > "$out/overload.txt" 2>&1) &
+  overload=$!
+fi
 
 if [ "$device" = cuda ] && [ "${GPU_BENCH_CHECK:-1}" = 1 ]; then
   phase "greedy tokens: CPU vs CUDA, graphs on vs off"
@@ -88,19 +103,23 @@ if [ "${GPU_BENCH_AB:-1}" = 1 ]; then
     phase "like for like, $shape: eager + cuDNN attention, then the default"
     T3D_SDPA_CUDNN=1 bench_into "eager-$shape" 90 260 "${model[@]}" --batch-sizes "$ab_batches" \
       --steps 1,2 --cuda-graphs false
-    bench_into "graphs-$shape" 60 230 "${model[@]}" --batch-sizes "$ab_batches" --steps 1,2
+    bench_into "graphs-$shape" 60 230 "${model[@]}" --batch-sizes "$ab_batches" --steps 1,2 \
+      --cuda-graphs "$graphs"
   done
 fi
 
 phase "t3d bench, $small"
-bench_into "$small" 100 160 --model "$work/$small" --batch-sizes "$batches" --steps 1,2,4
+bench_into "$small" 100 160 --model "$work/$small" --batch-sizes "$batches" --steps 1,2,4 \
+  --cuda-graphs "$graphs"
 
 phase "t3d bench, $big (random weights made on the device)"
-bench_into "$big" 100 110 --shape "$big" --batch-sizes "$batches" --steps 1,2,4
+bench_into "$big" 100 110 --shape "$big" --batch-sizes "$batches" --steps 1,2,4 \
+  --cuda-graphs "$graphs"
 
 phase "t3d serve + loadtest, $small"
 port=${GPU_BENCH_PORT:-8047}
 $bin serve --model "$work/$small" --device "$device" --dtype "$dtype" --port "$port" \
+  --cuda-graphs "$graphs" \
   --max-batch-size 128 --max-queue 1024 > "$out/serve-$small.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
@@ -132,3 +151,10 @@ fi
 
 phase "summary"
 $python scripts/gpu_bench_report.py "$out" "$small" "$big"
+if [ -n "$overload" ]; then
+  phase "CPU overload windows (waiting for them)"
+  wait "$overload"
+  cat "$out/overload.txt"
+  mkdir -p "$out/overload" && cp -r runs/cpu-split/gpu-machine-r* "$out/overload/" 2>/dev/null
+fi
+if [ -n "${GPU_BENCH_TAR:-}" ]; then tar czf "$GPU_BENCH_TAR" -C "$out" .; fi

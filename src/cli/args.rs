@@ -60,8 +60,9 @@ pub struct DeviceArgs {
     /// libtorch intra-op threads (0 = libtorch's default).
     #[arg(long, env = "T3D_THREADS", default_value_t = 0)]
     pub threads: i32,
-    /// On CUDA, replay decode steps as CUDA graphs (true or false; ignored elsewhere).
-    #[arg(long, env = "T3D_CUDA_GRAPHS", default_value_t = true, action = clap::ArgAction::Set)]
+    /// On CUDA, replay decode steps as CUDA graphs (true or false; ignored elsewhere). Off until
+    /// a GPU run of scripts/gpu-bench.sh has shown their tokens equal to eager decoding.
+    #[arg(long, env = "T3D_CUDA_GRAPHS", default_value_t = false, action = clap::ArgAction::Set)]
     pub cuda_graphs: bool,
 }
 
