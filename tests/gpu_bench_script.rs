@@ -53,7 +53,11 @@ fn the_gpu_benchmark_runs_its_whole_path_on_the_cpu_and_summarises_it() {
     let summary: Value = serde_json::from_str(&text).unwrap();
 
     let like_for_like = summary["like_for_like"].as_array().unwrap();
-    assert_eq!(like_for_like.len(), 3 * 2 + 2 * 2, "both shapes' rows at S = 1, 2\n{log}");
+    assert_eq!(
+        like_for_like.len(),
+        3 * 2 + 2 * 2,
+        "both shapes' rows at S = 1, 2\n{log}"
+    );
     for row in like_for_like {
         assert_eq!(row["forwards_equal"], true, "{row}");
         assert_eq!(row["tokens_equal"], true, "{row}");

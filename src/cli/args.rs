@@ -138,9 +138,13 @@ impl DecodeArgs {
 /// `t3d generate`.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Checkpoint directory (Hugging Face layout; default: the bundled model).
+    /// Checkpoint directory (Hugging Face layout), bundled model name or Hub id `org/name`
+    /// (default: the bundled model).
     #[arg(long, env = "T3D_MODEL")]
     pub model: Option<PathBuf>,
+    /// Hub revision (branch, tag or commit) of a `--model` given as `org/name`.
+    #[arg(long, env = "T3D_REVISION")]
+    pub revision: Option<String>,
     /// The prompt text.
     #[arg(long)]
     pub prompt: String,
@@ -162,9 +166,13 @@ pub struct GenerateArgs {
 /// `t3d bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Checkpoint directory; without it a random model of `--shape` is used.
+    /// Checkpoint directory, bundled model name or Hub id `org/name`; without it a random
+    /// model of `--shape` is used.
     #[arg(long, env = "T3D_MODEL")]
     pub model: Option<PathBuf>,
+    /// Hub revision (branch, tag or commit) of a `--model` given as `org/name`.
+    #[arg(long, env = "T3D_REVISION")]
+    pub revision: Option<String>,
     /// Random-model shape: tiny, small, sdar-1.7b or sdar-4b.
     #[arg(long, default_value = "small")]
     pub shape: String,
@@ -237,10 +245,14 @@ pub struct ConvertArgs {
 /// `t3d serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Checkpoint directory (default: the bundled model).
+    /// Checkpoint directory, bundled model name or Hub id `org/name[@revision]` (default: the
+    /// bundled model).
     #[arg(long, env = "T3D_MODEL")]
     pub model: Option<PathBuf>,
-    /// Name clients use in `model` (default: the directory name).
+    /// Hub revision (branch, tag or commit) of a `--model` given as `org/name`.
+    #[arg(long, env = "T3D_REVISION")]
+    pub revision: Option<String>,
+    /// Name clients use in `model` (default: the Hub id, else the directory name).
     #[arg(long, env = "T3D_SERVED_MODEL_NAME")]
     pub served_model_name: Option<String>,
     /// Listen address.

@@ -7,12 +7,12 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
 
 use super::args::BenchArgs;
+use super::common::resolve_model;
 use crate::engine::device_memory::cuda_free_and_total;
-use crate::engine::{
-    BlockDecoder, DecodeStats, DenoiseParams, Generation, GenerationParams, SpecialIds,
-    StopParams,
-};
 use crate::engine::sequence::context_needed;
+use crate::engine::{
+    BlockDecoder, DecodeStats, DenoiseParams, Generation, GenerationParams, SpecialIds, StopParams,
+};
 use crate::model::op_count::count_ops;
 use crate::model::{checkpoint, parse_device, parse_dtype, Sdar, SdarConfig};
 
@@ -87,9 +87,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let device = parse_device(&args.device.device).map_err(anyhow::Error::msg)?;
     let kind = parse_dtype(&args.device.dtype, device).map_err(anyhow::Error::msg)?;
     let (loaded, name) = match &args.model {
-        Some(dir) => (
-            checkpoint::load(dir, device, kind)?,
-            dir.display().to_string(),
+        Some(given) => (
+            checkpoint::load(
+                &resolve_model(Some(given), args.revision.as_deref())?,
+                device,
+                kind,
+            )?,
+            given.display().to_string(),
         ),
         None => {
             let cfg = SdarConfig::named_shape(&args.shape, 260).map_err(anyhow::Error::msg)?;
@@ -259,7 +263,8 @@ fn measure(
             )
             .to_string(),
     };
-    row.cuda_graph_replays_percent = 100.0 * stats.graph_replays as f64 / row.forwards.max(1) as f64;
+    row.cuda_graph_replays_percent =
+        100.0 * stats.graph_replays as f64 / row.forwards.max(1) as f64;
     count_forward_cost(&mut row, &mut decoder, &reqs)?;
     Ok((row, stats))
 }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::args::DeviceArgs;
+use crate::model::hub::{self, HubId};
 use crate::model::{parse_device, parse_dtype};
 
 /// Applies `--threads` and returns the device and dtype.
@@ -25,7 +26,29 @@ pub fn default_model_dir() -> anyhow::Result<PathBuf> {
 
 /// `--model` if given, else the bundled default model.
 pub fn model_dir(given: Option<&Path>) -> anyhow::Result<PathBuf> {
-    given.map_or_else(default_model_dir, |dir| Ok(dir.to_path_buf()))
+    resolve_model(given, None)
+}
+
+/// Where `--model` points: a checkpoint directory, a bundled model's name, or a Hub id
+/// (`org/name[@revision]`, `revision` overriding) fetched into the Hub cache; the bundled
+/// default when not given.
+pub fn resolve_model(given: Option<&Path>, revision: Option<&str>) -> anyhow::Result<PathBuf> {
+    let Some(path) = given else {
+        return default_model_dir();
+    };
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let text = path.to_string_lossy();
+    if let Ok(dir) = bundled_model(&[&text]) {
+        return Ok(dir);
+    }
+    match HubId::parse(&text, revision) {
+        Some(id) => Ok(hub::snapshot(&id)?),
+        None => anyhow::bail!(
+            "{text}: no such model directory, bundled model or Hub id (org/name[@revision])"
+        ),
+    }
 }
 
 /// The first of `names` committed under `models/`, next to the sources or the current directory.

@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use super::args::{ConvertArgs, GenerateArgs, InitArgs};
-use super::common::{model_dir, setup_device};
+use super::common::{resolve_model, setup_device};
 use crate::engine::recommended::recommended;
 use crate::engine::sequence::context_needed;
 use crate::engine::{BlockDecoder, Generation, GenerationParams, SpecialIds};
@@ -18,7 +18,7 @@ use crate::model::{parse_dtype, SdarConfig};
 /// `t3d generate`: decodes one prompt, prints the text, then one line of stats on stderr.
 pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     let (device, kind) = setup_device(&args.device)?;
-    let dir = model_dir(args.model.as_deref())?;
+    let dir = resolve_model(args.model.as_deref(), args.revision.as_deref())?;
     let loaded = checkpoint::load(&dir, device, kind)?;
     let tokenizer = TextTokenizer::from_dir(&dir, &loaded.config)?;
     let cfg = &loaded.config;
@@ -36,10 +36,9 @@ pub fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let request = [(prompt, params.clone())];
     let capacity = context_needed(request[0].0.len(), &params);
-    let (outputs, stats) =
-        BlockDecoder::new(&loaded.model, special, Some(&tokenizer), 1, capacity)
-            .with_cuda_graphs(args.device.cuda_graphs)
-            .generate(&request)?;
+    let (outputs, stats) = BlockDecoder::new(&loaded.model, special, Some(&tokenizer), 1, capacity)
+        .with_cuda_graphs(args.device.cuda_graphs)
+        .generate(&request)?;
     let seconds = start.elapsed().as_secs_f64();
     let out = &outputs[0];
     if args.json {

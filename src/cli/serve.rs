@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::args::{HealthArgs, ServeArgs};
-use super::common::{model_dir, setup_device};
+use super::common::{resolve_model, setup_device};
 use super::threads::ThreadLayout;
 use crate::admin::process::ChildConfig;
 use crate::admin::{AdminConfig, AdminState};
@@ -32,7 +32,7 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
         "thread layout"
     );
     start_engine_spawner()?;
-    let dir = model_dir(args.model.as_deref())?;
+    let dir = resolve_model(args.model.as_deref(), args.revision.as_deref())?;
     anyhow::ensure!(
         args.max_batch_size > 0 && args.max_queue > 0,
         "--max-batch-size and --max-queue must be at least 1"
@@ -42,10 +42,10 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
         "--gpu-memory-utilization must be in (0, 1]"
     );
     let options = ServeOptions {
-        served_model_name: args.served_model_name.clone().unwrap_or_else(|| {
-            dir.file_name()
-                .map_or("t3d".into(), |n| n.to_string_lossy().into_owned())
-        }),
+        served_model_name: args
+            .served_model_name
+            .clone()
+            .unwrap_or_else(|| default_served_name(args.model.as_deref(), &dir)),
         max_batch_size: args.max_batch_size,
         max_queue: args.max_queue,
         max_input_tokens: args.max_input_tokens,
@@ -181,4 +181,18 @@ fn max_connections(args: &ServeArgs) -> usize {
         .max(1);
     tracing::info!(open_files, max_connections = max, "connection limit");
     max
+}
+
+/// The name clients use when `--served-model-name` is not given: a Hub id as typed (without
+/// its revision), else the checkpoint directory's name.
+fn default_served_name(given: Option<&std::path::Path>, dir: &std::path::Path) -> String {
+    let hub_id = given
+        .filter(|p| !p.is_dir())
+        .and_then(|p| crate::model::hub::HubId::parse(&p.to_string_lossy(), None));
+    match hub_id {
+        Some(id) => id.repo,
+        None => dir
+            .file_name()
+            .map_or("t3d".into(), |n| n.to_string_lossy().into_owned()),
+    }
 }

@@ -208,7 +208,11 @@ impl<'m> BlockDecoder<'m> {
             tch::no_grad(|| {
                 let (hidden, materialised, run) = self.block_hidden(&staged, &uploaded, layout);
                 let logits = self.block_logits(hidden, staged.sequence_rows(&uploaded));
-                (sample_rows(&logits, &sampling, &uploaded), materialised, run)
+                (
+                    sample_rows(&logits, &sampling, &uploaded),
+                    materialised,
+                    run,
+                )
             })
         }));
         let (sampled, materialised, run) =
@@ -403,15 +407,19 @@ impl BlockDecoder<'_> {
         let mut seqs = Vec::with_capacity(requests.len());
         for (i, (prompt, params)) in requests.iter().enumerate() {
             validate_request(self.model, i, prompt, params)?;
-            seqs.push(Sequence::new(i as u64, prompt, params.clone(), self.special));
+            seqs.push(Sequence::new(
+                i as u64,
+                prompt,
+                params.clone(),
+                self.special,
+            ));
         }
         let mut results: Vec<Option<Generation>> = vec![None; seqs.len()];
         let mut waiting = seqs.iter_mut().enumerate().peekable();
         let mut active: Vec<(usize, &mut Sequence)> = Vec::new();
         while waiting.peek().is_some() || !active.is_empty() {
             while let Some((_, next)) = waiting.peek() {
-                if !active.is_empty()
-                    && self.cache.admission(next.max_context()) != Admission::Fits
+                if !active.is_empty() && self.cache.admission(next.max_context()) != Admission::Fits
                 {
                     break;
                 }

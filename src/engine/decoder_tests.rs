@@ -166,10 +166,17 @@ fn padded_steps_commit_the_same_tokens() {
     let loaded = checkpoint::random(&SdarConfig::tiny(64), Device::Cpu, Kind::Float, 9);
     let mut requests = mixed_requests();
     let more = requests.clone();
-    requests.extend(more.into_iter().map(|(p, params)| (p[..3].to_vec(), params)));
+    requests.extend(
+        more.into_iter()
+            .map(|(p, params)| (p[..3].to_vec(), params)),
+    );
     let run = |padded: bool| {
         let decoder = BlockDecoder::new(&loaded.model, SPECIAL, None, 3, 96);
-        let mut decoder = if padded { decoder.with_padded_steps() } else { decoder };
+        let mut decoder = if padded {
+            decoder.with_padded_steps()
+        } else {
+            decoder
+        };
         let (generations, stats) = decoder.generate(&requests).unwrap();
         let tokens: Vec<Vec<i64>> = generations.into_iter().map(|g| g.tokens).collect();
         (tokens, stats.forwards)

@@ -249,17 +249,32 @@ mod tests {
     fn whole_slots_shorten_the_context_until_every_sequence_fits() {
         // 1 KiB per position, 8 MiB: 512 pages of 16 positions, 8 sequences of 32k asked.
         let p = plan(1024, 8, 32_768, None, Budget::Bytes(8 << 20)).unwrap();
-        assert_eq!(p.shape.max_context, 8192, "one sequence takes the whole budget");
+        assert_eq!(
+            p.shape.max_context, 8192,
+            "one sequence takes the whole budget"
+        );
         let fitted = fit_whole_slots(p.clone(), None);
         // 512 / 8 = 64 pages = 1024 positions a slot, less the slack.
         assert_eq!(fitted.max_model_len, 1024 - CONTEXT_SLACK);
         assert_eq!(fitted.shape.max_context, 1024);
         assert_eq!(fitted.shape.pages, p.shape.pages);
-        assert_eq!(fit_whole_slots(p.clone(), Some(4000)), p, "an asked limit stays");
+        assert_eq!(
+            fit_whole_slots(p.clone(), Some(4000)),
+            p,
+            "an asked limit stays"
+        );
         let roomy = plan(1024, 2, 1024, None, Budget::Bytes(1 << 30)).unwrap();
-        assert_eq!(fit_whole_slots(roomy.clone(), None), roomy, "they fit already");
+        assert_eq!(
+            fit_whole_slots(roomy.clone(), None),
+            roomy,
+            "they fit already"
+        );
         let crowded = plan(1024, 400, 32_768, None, Budget::Bytes(8 << 20)).unwrap();
-        assert_eq!(fit_whole_slots(crowded.clone(), None), crowded, "a slot under 256");
+        assert_eq!(
+            fit_whole_slots(crowded.clone(), None),
+            crowded,
+            "a slot under 256"
+        );
     }
 
     #[test]

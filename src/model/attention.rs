@@ -65,7 +65,12 @@ pub(super) fn attention_bias(mask: &Tensor, kind: Kind, group: i64) -> Tensor {
     }
     // Row t becomes rows t·G .. t·G + G: a broadcast view and one copy (no host sync, so a
     // CUDA graph can capture it).
-    let (b, h, t, k) = (bias.size()[0], bias.size()[1], bias.size()[2], bias.size()[3]);
+    let (b, h, t, k) = (
+        bias.size()[0],
+        bias.size()[1],
+        bias.size()[2],
+        bias.size()[3],
+    );
     bias.unsqueeze(3)
         .expand([b, h, t, group, k], false)
         .reshape([b, h, t * group, k])

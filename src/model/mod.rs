@@ -13,6 +13,7 @@ pub mod config;
 pub mod convert;
 pub mod fused;
 pub mod generation_config;
+pub mod hub;
 pub mod op_count;
 pub mod qwen3;
 pub mod rope;

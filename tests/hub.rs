@@ -1,0 +1,383 @@
+//! Models by Hub id against a Hub-compatible file server on loopback: the real `hf-hub` client
+//! fetches through `HF_ENDPOINT` into the cache layout of Python's `huggingface_hub`, the cache
+//! is reused offline, a cache written by Python's `snapshot_download` from the same server is read
+//! as is, and each failure (no such repo, no such revision, gated without a token, offline with
+//! nothing cached) is one clear line.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+const TOKEN: &str = "hf_test_token";
+
+/// One repository: its files, and whether it wants the token.
+struct HubRepo {
+    files: HashMap<String, Vec<u8>>,
+    gated: bool,
+}
+
+type Repos = Arc<HashMap<String, HubRepo>>;
+
+/// A Hub-compatible server on a loopback port, serving `repos` at revision `main` = [`COMMIT`].
+fn start_hub(repos: HashMap<String, HubRepo>) -> String {
+    let repos: Repos = Arc::new(repos);
+    let app = Router::new()
+        .route("/api/models/{org}/{name}/revision/{rev}", get(repo_info))
+        .route("/api/models/{org}/{name}/tree/{rev}", get(repo_tree))
+        .route(
+            "/{org}/{name}/resolve/{rev}/{*file}",
+            get(resolve).head(resolve),
+        )
+        .with_state(repos);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    format!("http://{address}")
+}
+
+fn hub_error(status: StatusCode, code: &str) -> Response {
+    (
+        status,
+        [("x-error-code", code.to_string())],
+        code.to_string(),
+    )
+        .into_response()
+}
+
+/// The repository `org/name` at `rev`, or the Hub's error for it.
+fn lookup<'a>(
+    repos: &'a Repos,
+    org: &str,
+    name: &str,
+    rev: &str,
+    headers: &HeaderMap,
+) -> Result<&'a HubRepo, Response> {
+    let Some(repo) = repos.get(&format!("{org}/{name}")) else {
+        return Err(hub_error(StatusCode::UNAUTHORIZED, "RepoNotFound"));
+    };
+    let authorised = headers
+        .get("authorization")
+        .is_some_and(|v| v.to_str().unwrap_or_default() == format!("Bearer {TOKEN}"));
+    if repo.gated && !authorised {
+        return Err(hub_error(StatusCode::UNAUTHORIZED, "GatedRepo"));
+    }
+    if rev != "main" && rev != COMMIT {
+        return Err(hub_error(StatusCode::NOT_FOUND, "RevisionNotFound"));
+    }
+    Ok(repo)
+}
+
+async fn repo_info(
+    State(repos): State<Repos>,
+    UrlPath((org, name, rev)): UrlPath<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    match lookup(&repos, &org, &name, &rev, &headers) {
+        Ok(repo) => {
+            let siblings: Vec<_> = repo
+                .files
+                .keys()
+                .map(|f| serde_json::json!({ "rfilename": f }))
+                .collect();
+            Json(serde_json::json!({
+                "id": format!("{org}/{name}"), "modelId": format!("{org}/{name}"),
+                "sha": COMMIT, "siblings": siblings, "private": false, "gated": repo.gated,
+            }))
+            .into_response()
+        }
+        Err(response) => response,
+    }
+}
+
+/// The file listing Python's `snapshot_download` asks for.
+async fn repo_tree(
+    State(repos): State<Repos>,
+    UrlPath((org, name, rev)): UrlPath<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    match lookup(&repos, &org, &name, &rev, &headers) {
+        Ok(repo) => {
+            let entries: Vec<_> = repo
+                .files
+                .iter()
+                .map(|(path, bytes)| {
+                    serde_json::json!({"type": "file", "path": path, "size": bytes.len(),
+                        "oid": format!("{:016x}", fnv(bytes))})
+                })
+                .collect();
+            Json(entries).into_response()
+        }
+        Err(response) => response,
+    }
+}
+
+async fn resolve(
+    State(repos): State<Repos>,
+    method: Method,
+    UrlPath((org, name, rev, file)): UrlPath<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let repo = match lookup(&repos, &org, &name, &rev, &headers) {
+        Ok(repo) => repo,
+        Err(response) => return response,
+    };
+    let Some(bytes) = repo.files.get(&file) else {
+        return hub_error(StatusCode::NOT_FOUND, "EntryNotFound");
+    };
+    let etag = format!("\"{:016x}{:08x}\"", fnv(bytes), bytes.len());
+    let total = bytes.len();
+    let range = headers
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.strip_prefix("bytes="))
+        .map(|r| {
+            let (start, end) = r.split_once('-').unwrap_or((r, ""));
+            let start: usize = start.parse().unwrap_or(0);
+            let end = end.parse().unwrap_or(total.saturating_sub(1));
+            (start.min(total), end.min(total.saturating_sub(1)))
+        });
+    let (status, body, content_range) = match range {
+        Some((start, end)) if start <= end => (
+            StatusCode::PARTIAL_CONTENT,
+            bytes[start..=end].to_vec(),
+            Some(format!("bytes {start}-{end}/{total}")),
+        ),
+        Some(_) => (
+            StatusCode::PARTIAL_CONTENT,
+            Vec::new(),
+            Some(format!("bytes */{total}")),
+        ),
+        None => (StatusCode::OK, bytes.clone(), None),
+    };
+    let mut response = if method == Method::HEAD {
+        let mut r = (status, ()).into_response();
+        r.headers_mut()
+            .insert("content-length", body.len().to_string().parse().unwrap());
+        r
+    } else {
+        (status, body).into_response()
+    };
+    let h = response.headers_mut();
+    h.insert("x-repo-commit", COMMIT.parse().unwrap());
+    h.insert("etag", etag.parse().unwrap());
+    if let Some(range) = content_range {
+        h.insert("content-range", range.parse().unwrap());
+    }
+    response
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A tiny checkpoint's files, plus one file a checkpoint does not need.
+fn checkpoint_files(dir: &Path) -> HashMap<String, Vec<u8>> {
+    let model = common::save_with_tokenizer(&common::tiny_model(3), &dir.join("tiny"));
+    let mut files: HashMap<String, Vec<u8>> = std::fs::read_dir(&model)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    files.insert("README.md".into(), b"not fetched".to_vec());
+    files
+}
+
+/// `t3d generate --model MODEL` under `env`: (success, stdout, stderr).
+fn generate(model: &str, env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_t3d"));
+    command.args([
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        "12+3=",
+        "--max-tokens",
+        "8",
+        "--ignore-eos",
+        "--json",
+    ]);
+    for var in [
+        "HF_TOKEN",
+        "HF_HUB_OFFLINE",
+        "HF_HOME",
+        "HF_HUB_CACHE",
+        "HF_ENDPOINT",
+    ] {
+        command.env_remove(var);
+    }
+    command.envs(env.iter().copied());
+    let out = command.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn token_ids(stdout: &str) -> Vec<i64> {
+    let record: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    serde_json::from_value(record["token_ids"].clone()).unwrap()
+}
+
+fn repo_dir(cache: &Path) -> PathBuf {
+    cache.join("models--t3d-test--tiny")
+}
+
+#[test]
+fn a_hub_id_downloads_into_the_python_layout_and_is_reused_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = checkpoint_files(dir.path());
+    let repos = HashMap::from([(
+        "t3d-test/tiny".to_string(),
+        HubRepo {
+            files: files.clone(),
+            gated: false,
+        },
+    )]);
+    let endpoint = start_hub(repos);
+    let cache = dir.path().join("cache");
+    let cache_str = cache.to_str().unwrap();
+    let online = [
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HUB_CACHE", cache_str),
+    ];
+    let (ok, stdout, stderr) = generate("t3d-test/tiny", &online);
+    assert!(ok, "{stderr}");
+    let fetched = token_ids(&stdout);
+    assert_eq!(fetched.len(), 8);
+    assert_eq!(
+        std::fs::read_to_string(repo_dir(&cache).join("refs/main"))
+            .unwrap()
+            .trim(),
+        COMMIT
+    );
+    let snapshot = repo_dir(&cache).join("snapshots").join(COMMIT);
+    for name in files.keys().filter(|n| n.as_str() != "README.md") {
+        assert!(snapshot.join(name).exists(), "{name} in the snapshot");
+    }
+    assert!(
+        !snapshot.join("README.md").exists(),
+        "only checkpoint files are fetched"
+    );
+
+    let offline = [("HF_HUB_OFFLINE", "1"), ("HF_HUB_CACHE", cache_str)];
+    let (ok, stdout, stderr) = generate("t3d-test/tiny", &offline);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        token_ids(&stdout),
+        fetched,
+        "the cached checkpoint decodes the same"
+    );
+    let (ok, stdout, stderr) = generate(&format!("t3d-test/tiny@{COMMIT}"), &offline);
+    assert!(ok, "a commit as the revision: {stderr}");
+    assert_eq!(token_ids(&stdout), fetched);
+
+    let (ok, _, stderr) = generate("t3d-test/other", &offline);
+    assert!(!ok);
+    assert!(
+        stderr.contains("t3d-test/other@main is not in the Hub cache"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_cache_written_by_python_huggingface_hub_is_read_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = checkpoint_files(dir.path());
+    let endpoint = start_hub(HashMap::from([(
+        "t3d-test/tiny".to_string(),
+        HubRepo {
+            files,
+            gated: false,
+        },
+    )]));
+    let cache = dir.path().join("python-cache");
+    let script = "import sys\nfrom huggingface_hub import snapshot_download\n\
+                  print(snapshot_download('t3d-test/tiny', cache_dir=sys.argv[1], endpoint=sys.argv[2]))";
+    let out = Command::new(common::venv_python())
+        .args(["-c", script, cache.to_str().unwrap(), &endpoint])
+        .env_remove("HF_HUB_OFFLINE")
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snapshot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(snapshot.ends_with(COMMIT), "{snapshot}");
+
+    let offline = [
+        ("HF_HUB_OFFLINE", "1"),
+        ("HF_HUB_CACHE", cache.to_str().unwrap()),
+    ];
+    let (ok, stdout, stderr) = generate("t3d-test/tiny", &offline);
+    assert!(ok, "{stderr}");
+    let online = [
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HUB_CACHE", cache.to_str().unwrap()),
+    ];
+    let (ok, again, stderr) = generate("t3d-test/tiny", &online);
+    assert!(ok, "{stderr}");
+    assert_eq!(token_ids(&stdout), token_ids(&again));
+}
+
+#[test]
+fn hub_failures_are_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = checkpoint_files(dir.path());
+    let endpoint = start_hub(HashMap::from([(
+        "t3d-test/gated".to_string(),
+        HubRepo { files, gated: true },
+    )]));
+    let cache = dir.path().join("cache");
+    let env = [
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HUB_CACHE", cache.to_str().unwrap()),
+    ];
+    let failure = |model: &str, extra: &[(&str, &str)]| {
+        let all: Vec<(&str, &str)> = env.iter().chain(extra).copied().collect();
+        let (ok, _, stderr) = generate(model, &all);
+        assert!(!ok, "{model} should fail");
+        stderr.trim().to_string()
+    };
+    let missing = failure("t3d-test/missing", &[]);
+    assert!(
+        missing.contains("t3d-test/missing: no such model on the Hub"),
+        "{missing}"
+    );
+    let gated = failure("t3d-test/gated", &[]);
+    assert!(gated.contains("t3d-test/gated is gated"), "{gated}");
+    let revision = failure("t3d-test/gated@v9", &[("HF_TOKEN", TOKEN)]);
+    assert!(revision.contains("no revision `v9`"), "{revision}");
+    for message in [&missing, &gated, &revision] {
+        assert_eq!(message.lines().count(), 1, "one line: {message}");
+    }
+    let all: Vec<(&str, &str)> = env.iter().chain(&[("HF_TOKEN", TOKEN)]).copied().collect();
+    let (ok, _, stderr) = generate("t3d-test/gated", &all);
+    assert!(ok, "with the token: {stderr}");
+}
