@@ -381,3 +381,45 @@ fn hub_failures_are_one_clear_line() {
     let (ok, _, stderr) = generate("t3d-test/gated", &all);
     assert!(ok, "with the token: {stderr}");
 }
+
+#[path = "admin_harness/mod.rs"]
+mod admin_harness;
+
+/// The admin hot-swap takes a Hub id where it takes a directory: the bundled teacher, served by
+/// the loopback Hub, replaces the bundled student.
+#[test]
+fn the_admin_swap_takes_a_hub_id() {
+    let dirs = admin_harness::Dirs::new();
+    let teacher = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/arith-teacher");
+    let files: HashMap<String, Vec<u8>> =
+        ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+            .iter()
+            .map(|f| (f.to_string(), std::fs::read(teacher.join(f)).unwrap()))
+            .collect();
+    let endpoint = start_hub(HashMap::from([(
+        "t3d-test/teacher".to_string(),
+        HubRepo {
+            files,
+            gated: false,
+        },
+    )]));
+    let cache = dirs.path("hub-cache");
+    let env = [("HF_ENDPOINT", endpoint.as_str()), ("HF_HUB_CACHE", cache.to_str().unwrap())];
+    let server = admin_harness::Server::start_with_env(&dirs, &env);
+    let before = server.version();
+    let (status, body) = server.admin(
+        "POST",
+        "/admin/v1/model",
+        &serde_json::json!({"path": "t3d-test/teacher"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(server.version(), before);
+    assert!(body["path"].as_str().unwrap().ends_with(COMMIT), "{body}");
+    let (status, body) = server.admin(
+        "POST",
+        "/admin/v1/model",
+        &serde_json::json!({"path": "t3d-test/missing"}),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("no such model on the Hub"), "{body}");
+}

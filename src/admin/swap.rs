@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use super::paths::existing_inside;
 use super::routes::{parse_body, path_error};
 use super::{gate, AdminState};
+use crate::model::hub::{self, HubId};
 use crate::server::error::ApiError;
 use crate::server::served::ServedModel;
 
@@ -29,7 +30,8 @@ use crate::server::served::ServedModel;
 pub struct SwapRequest {
     /// A succeeded job whose student to serve.
     pub job: Option<String>,
-    /// A checkpoint directory under `--models-dir`.
+    /// A checkpoint directory under `--models-dir`, else a Hub id `org/name[@revision]`
+    /// (fetched into the Hub cache first).
     pub path: Option<String>,
     /// Refuse the model unless it scores at least this on held-out problems (0–1).
     pub min_accuracy: Option<f64>,
@@ -61,7 +63,13 @@ pub async fn swap_model(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request: SwapRequest = parse_body(body)?;
-    let dir = admin.swap_target(&request)?;
+    let dir = match admin.swap_target(&request) {
+        Ok(dir) => dir,
+        Err(not_a_dir) => match request.path.as_deref().and_then(|p| HubId::parse(p, None)) {
+            Some(id) => from_hub(id).await?,
+            None => return Err(not_a_dir),
+        },
+    };
     if let Some(m) = request.min_accuracy {
         if !(0.0..=1.0).contains(&m) {
             return Err(ApiError::invalid(
@@ -82,6 +90,14 @@ pub async fn swap_model(
         .swap_to(dir, gate, request.replace_tokenizer, true)
         .await?;
     Ok(Json(outcome).into_response())
+}
+
+/// The snapshot directory of `id`, fetched off the async workers; a Hub failure refuses the swap.
+async fn from_hub(id: HubId) -> Result<PathBuf, ApiError> {
+    tokio::task::spawn_blocking(move || hub::snapshot(&id))
+        .await
+        .map_err(|e| refused(format!("model swap refused: the Hub fetch failed: {e}")))?
+        .map_err(|e| refused(format!("model swap refused: {e}")))
 }
 
 /// `POST /admin/v1/model/rollback`: back to the model served before the current one.

@@ -59,6 +59,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(dirs: &Dirs) -> Self {
+        Self::start_with_env(dirs, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables for the server.
+    pub fn start_with_env(dirs: &Dirs, env: &[(&str, &str)]) -> Self {
         let (port, admin_port) = (common::free_port(), common::free_port());
         let (jobs, data) = (dirs.path("jobs"), dirs.path("data"));
         let model = dirs.models().join("arith-student");
@@ -85,7 +90,14 @@ impl Server {
             "2",
         ]);
         args.extend(["--shutdown-grace", "5"]);
-        let child = common::spawn_serve(&args);
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_t3d"))
+            .arg("serve")
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         let server = Self {
             child,
             port,
