@@ -22,6 +22,7 @@ RUN apt-get update \
 ENV TORCH_VERSION=2.11.0
 RUN python3 -m venv /opt/t3d/venv \
     && /opt/t3d/venv/bin/pip install --no-cache-dir --disable-pip-version-check "torch==${TORCH_VERSION}" \
+       nvidia-cuda-crt==13.0.88 \
     && torch_dir=$(/opt/t3d/venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))') \
     && echo "${TORCH_VERSION}" > "${torch_dir}/build-version" \
     && ln -s "${torch_dir}" /opt/t3d/libtorch

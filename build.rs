@@ -90,10 +90,9 @@ fn compile_cuda_graph_shim(torch_root: &std::path::Path, abi: &str) {
         candidates.push(torch_root.join("../nvidia").join(package).join("include"));
     }
     candidates.push(PathBuf::from("/usr/local/cuda/include"));
-    let Some(cuda_include) = candidates
-        .into_iter()
-        .find(|dir| dir.join("cuda_runtime_api.h").exists())
-    else {
+    let Some(cuda_include) = candidates.into_iter().find(|dir| {
+        dir.join("cuda_runtime_api.h").exists() && dir.join("crt/host_config.h").exists()
+    }) else {
         println!("cargo:warning=CUDA runtime headers not found: built without CUDA graphs");
         return;
     };

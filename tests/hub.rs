@@ -68,18 +68,18 @@ fn lookup<'a>(
     name: &str,
     rev: &str,
     headers: &HeaderMap,
-) -> Result<&'a HubRepo, Response> {
+) -> Result<&'a HubRepo, (StatusCode, &'static str)> {
     let Some(repo) = repos.get(&format!("{org}/{name}")) else {
-        return Err(hub_error(StatusCode::UNAUTHORIZED, "RepoNotFound"));
+        return Err((StatusCode::UNAUTHORIZED, "RepoNotFound"));
     };
     let authorised = headers
         .get("authorization")
         .is_some_and(|v| v.to_str().unwrap_or_default() == format!("Bearer {TOKEN}"));
     if repo.gated && !authorised {
-        return Err(hub_error(StatusCode::UNAUTHORIZED, "GatedRepo"));
+        return Err((StatusCode::UNAUTHORIZED, "GatedRepo"));
     }
     if rev != "main" && rev != COMMIT {
-        return Err(hub_error(StatusCode::NOT_FOUND, "RevisionNotFound"));
+        return Err((StatusCode::NOT_FOUND, "RevisionNotFound"));
     }
     Ok(repo)
 }
@@ -102,7 +102,7 @@ async fn repo_info(
             }))
             .into_response()
         }
-        Err(response) => response,
+        Err((status, code)) => hub_error(status, code),
     }
 }
 
@@ -124,7 +124,7 @@ async fn repo_tree(
                 .collect();
             Json(entries).into_response()
         }
-        Err(response) => response,
+        Err((status, code)) => hub_error(status, code),
     }
 }
 
@@ -136,7 +136,7 @@ async fn resolve(
 ) -> Response {
     let repo = match lookup(&repos, &org, &name, &rev, &headers) {
         Ok(repo) => repo,
-        Err(response) => return response,
+        Err((status, code)) => return hub_error(status, code),
     };
     let Some(bytes) = repo.files.get(&file) else {
         return hub_error(StatusCode::NOT_FOUND, "EntryNotFound");
@@ -391,11 +391,15 @@ mod admin_harness;
 fn the_admin_swap_takes_a_hub_id() {
     let dirs = admin_harness::Dirs::new();
     let teacher = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/arith-teacher");
-    let files: HashMap<String, Vec<u8>> =
-        ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
-            .iter()
-            .map(|f| (f.to_string(), std::fs::read(teacher.join(f)).unwrap()))
-            .collect();
+    let files: HashMap<String, Vec<u8>> = [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+    .iter()
+    .map(|f| (f.to_string(), std::fs::read(teacher.join(f)).unwrap()))
+    .collect();
     let endpoint = start_hub(HashMap::from([(
         "t3d-test/teacher".to_string(),
         HubRepo {
@@ -404,7 +408,10 @@ fn the_admin_swap_takes_a_hub_id() {
         },
     )]));
     let cache = dirs.path("hub-cache");
-    let env = [("HF_ENDPOINT", endpoint.as_str()), ("HF_HUB_CACHE", cache.to_str().unwrap())];
+    let env = [
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HUB_CACHE", cache.to_str().unwrap()),
+    ];
     let server = admin_harness::Server::start_with_env(&dirs, &env);
     let before = server.version();
     let (status, body) = server.admin(
@@ -421,5 +428,8 @@ fn the_admin_swap_takes_a_hub_id() {
         &serde_json::json!({"path": "t3d-test/missing"}),
     );
     assert_eq!(status, 422, "{body}");
-    assert!(body.to_string().contains("no such model on the Hub"), "{body}");
+    assert!(
+        body.to_string().contains("no such model on the Hub"),
+        "{body}"
+    );
 }

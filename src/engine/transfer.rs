@@ -164,7 +164,7 @@ impl Uploaded {
 /// step's upload): no host↔device crossing, and not counted as one.
 pub fn copy_on_device(into: &Tensor, from: &Tensor) {
     debug_assert_eq!(into.device(), from.device());
-    let _ = into.shallow_clone().copy_(from);
+    into.shallow_clone().copy_(from);
 }
 
 /// A tensor's values as `f32` on the host: the one device → host copy of a step.

@@ -185,7 +185,7 @@ fn download(id: &HubId) -> Result<PathBuf, HubError> {
         RepoType::Model,
         id.revision.clone(),
     ));
-    let info = repo.info().map_err(|e| classify(id, e))?;
+    let info = repo.info().map_err(|e| classify(id, &e))?;
     let files: Vec<String> = info
         .siblings
         .into_iter()
@@ -200,15 +200,15 @@ fn download(id: &HubId) -> Result<PathBuf, HubError> {
     let mut snapshot = None;
     for file in &files {
         tracing::info!(model = %id, file = %file, "fetching from the Hub (cached files are reused)");
-        let path = repo.get(file).map_err(|e| classify(id, e))?;
+        let path = repo.get(file).map_err(|e| classify(id, &e))?;
         snapshot = path.parent().map(Path::to_path_buf);
     }
     snapshot.ok_or_else(|| HubError::NotACheckpoint(id.to_string()))
 }
 
 /// The Hub's answer as one of [`HubError`]: its `X-Error-Code` header first, the status next.
-fn classify(id: &HubId, error: ApiError) -> HubError {
-    if let ApiError::RequestError(boxed) = &error {
+fn classify(id: &HubId, error: &ApiError) -> HubError {
+    if let ApiError::RequestError(boxed) = error {
         if let ureq::Error::Status(status, response) = boxed.as_ref() {
             let code = response.header("x-error-code").unwrap_or_default();
             return match (code, status) {
