@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 16's distillation runs on CPU (docs/results.md, "The frontier"): the committed recipe
+# The distillation runs on CPU (docs/results.md, "The frontier"): the committed recipe
 # (configs/distill.json, distillation seed 10086: regenerates the committed student), then the
 # same recipe at distillation seeds 1 and 2, and the strongest baseline (`sft`) at the same three
 # seeds, all on the seed-10086 run's trajectories; then the second self-play round of each t3d

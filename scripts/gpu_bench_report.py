@@ -1,7 +1,7 @@
 """Summary of one scripts/gpu-bench.sh run: reads the JSON it left in OUT_DIR and writes
 summary.json and summary.md there (also printed): per shape, t3d bench's tokens/s, ms per forward,
 % of the HBM bound and GPU memory beside the transformers loop; the server at concurrency c over
-the engine at batch c (S = 1); and issue 17's targets, met or not. Standard library only.
+the engine at batch c (S = 1); and the targets, met or not. Standard library only.
 
 usage: gpu_bench_report.py OUT_DIR SMALL_SHAPE BIG_SHAPE
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 15's overload goal re-measured in rounds, so one noisy level cannot decide it: the server
+# The overload goal (docs/load/README.md) re-measured in rounds, so one noisy level cannot decide it: the server
 # of scripts/load-report.sh (bundled student, --max-batch-size 8 --max-queue 16); each round
 # measures the closed-loop capacity (concurrency 8, streaming, 32 tokens) and then offers 2x and
 # 3x that rate open loop, first with client back-off (Retry-After honoured), then without.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 15's server / engine ratio with default flags, in ROUNDS (default 3) back-to-back pairs:
+# The server / engine ratio with default flags, in ROUNDS (default 3) back-to-back pairs:
 # `t3d bench` at batch 16 (32-token prompts, 64 tokens, EOS ignored, S = 4), then `t3d serve`
 # with the same work from `loadtest` at concurrency 16. One line per round; JSON in runs/ratio/.
 set -euo pipefail

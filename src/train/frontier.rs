@@ -79,7 +79,7 @@ pub fn dominates_over(a: &[Point], b: &[Point], lo: f64, hi: f64) -> Result<(), 
 }
 
 /// The default speed floor of [`recommend`]: three times full-step decoding's one token per
-/// forward, the few-step regime this server is for (issue 16's rule).
+/// forward, the few-step regime this server is for.
 pub const DEFAULT_MIN_TOKENS_PER_FORWARD: f64 = 3.0;
 
 /// The setting to serve: among those at least `min_tokens_per_forward` fast, the most accurate

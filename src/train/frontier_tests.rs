@@ -36,7 +36,7 @@ fn entropy_row(bound: f64, acc: f64, tpf: f64) -> EvalRow {
 
 #[test]
 fn pareto_keeps_points_no_other_beats_on_both_axes() {
-    // The committed models' measured settings (issue 16's table).
+    // The committed models' measured settings (docs/results.md's table).
     let points = [
         pt(2.24, 0.944),
         pt(2.57, 0.916),
