@@ -214,3 +214,53 @@ fn the_health_subcommand_checks_a_live_server() {
         "{err}"
     );
 }
+
+/// vLLM's `/tokenize` and `/detokenize` round-trip a prompt and chat messages; `/version` answers;
+/// bad ids and bodies get OpenAI error JSON.
+#[test]
+fn tokenize_and_detokenize_round_trip() {
+    let server = Server::start(&[]);
+    let port = server.port;
+    let body = |text: &str| -> serde_json::Value {
+        let at = text.find("\r\n\r\n").unwrap();
+        serde_json::from_str(&text[at + 4..]).unwrap()
+    };
+    let (status, text) = request(port, "POST", "/tokenize", r#"{"prompt": "12+3=15"}"#).unwrap();
+    assert_eq!(status, 200, "{text}");
+    let tokens = body(&text);
+    assert_eq!(tokens["count"], 7, "one byte-level token per character");
+    assert_eq!(tokens["max_model_len"], 600);
+    let ids = tokens["tokens"].to_string();
+    let (status, text) = request(
+        port,
+        "POST",
+        "/detokenize",
+        &format!(r#"{{"tokens": {ids}}}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(body(&text)["prompt"], "12+3=15");
+
+    let chat = r#"{"messages": [{"role": "user", "content": "hi"}], "return_token_strs": true}"#;
+    let (status, text) = request(port, "POST", "/tokenize", chat).unwrap();
+    assert_eq!(status, 200, "{text}");
+    let rendered = body(&text);
+    let count = rendered["count"].as_u64().unwrap();
+    assert!(count > 2, "the template adds its own tokens: {rendered}");
+    assert_eq!(
+        rendered["token_strs"].as_array().unwrap().len() as u64,
+        count
+    );
+
+    let (status, text) = request(port, "POST", "/detokenize", r#"{"tokens": [-1]}"#).unwrap();
+    assert_eq!(status, 400, "{text}");
+    assert!(body(&text)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("outside the vocabulary"));
+    let both = r#"{"prompt": "a", "messages": []}"#;
+    assert_eq!(request(port, "POST", "/tokenize", both).unwrap().0, 400);
+    let (status, text) = request(port, "GET", "/version", "").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body(&text)["version"], env!("CARGO_PKG_VERSION"));
+}

@@ -11,6 +11,7 @@ pub mod render;
 pub mod routes;
 pub mod schema;
 pub mod served;
+pub mod tokenize;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -86,6 +87,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         ));
     let v1 = generate
         .route("/v1/models", get(routes::models))
+        .route("/tokenize", post(tokenize::tokenize))
+        .route("/detokenize", post(tokenize::detokenize))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,
@@ -102,6 +105,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(v1)
         .route("/health", get(routes::health))
+        .route("/version", get(tokenize::version))
         .route("/ready", get(routes::ready))
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)

@@ -24,7 +24,7 @@ use crate::engine::recommended::Recommendation;
 
 type AppResult = Result<Response, ApiError>;
 
-fn read_json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+pub(super) fn read_json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     let bytes = body.map_err(|r| {
         if is_body_timeout(&r) {
             ApiError::request_timeout()
