@@ -65,7 +65,7 @@ fn bad_input_gets_a_one_line_error() {
     let cases: [(&[&str], &str); 6] = [
         (
             &["generate", "--model", "/nonexistent", "--prompt", "x"],
-            "config.json",
+            "/nonexistent: no such model directory, bundled model or Hub id",
         ),
         (
             &[
