@@ -88,6 +88,9 @@ pub struct ChatTemplate {
     env: Arc<minijinja::Environment<'static>>,
     source: TemplateSource,
     renders_tools: bool,
+    /// The template writes `<think>` (a reasoning model) and `<tool_call>` (Hermes-form calls).
+    thinks: bool,
+    writes_tool_calls: bool,
     eos_token: String,
 }
 
@@ -127,6 +130,7 @@ impl ChatTemplate {
         eos_token: &str,
     ) -> Result<Self, ModelError> {
         let renders_tools = text.contains("tools");
+        let (thinks, writes_tool_calls) = (text.contains("<think>"), text.contains("<tool_call>"));
         let mut env = minijinja::Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -138,6 +142,8 @@ impl ChatTemplate {
             env: Arc::new(env),
             source,
             renders_tools,
+            thinks,
+            writes_tool_calls,
             eos_token: eos_token.into(),
         })
     }
@@ -145,6 +151,16 @@ impl ChatTemplate {
     /// Where the template came from.
     pub fn source(&self) -> TemplateSource {
         self.source
+    }
+
+    /// Whether the template knows `<think>` reasoning.
+    pub fn thinks(&self) -> bool {
+        self.thinks
+    }
+
+    /// Whether the template writes tool calls as `<tool_call>` JSON (the Hermes form).
+    pub fn writes_tool_calls(&self) -> bool {
+        self.writes_tool_calls
     }
 
     /// Whether the template reads `tools` at all.

@@ -162,6 +162,14 @@ impl TextTokenizer {
         self.chat_template.source()
     }
 
+    /// The chat template's own conventions: (`<think>` reasoning, `<tool_call>` calls).
+    pub fn chat_template_conventions(&self) -> (bool, bool) {
+        (
+            self.chat_template.thinks(),
+            self.chat_template.writes_tool_calls(),
+        )
+    }
+
     /// Whether the chat template renders `tools`.
     pub fn chat_template_renders_tools(&self) -> bool {
         self.chat_template.renders_tools()

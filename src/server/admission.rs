@@ -9,6 +9,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use super::chat;
+use super::chat_output::OutputParsing;
 use super::error::ApiError;
 use super::schema::{ChatInput, CommonParams, PromptInput};
 use super::served::ServedModel;
@@ -26,6 +27,8 @@ pub struct Admitted {
     pub validated: Validated,
     /// One event stream per choice; dropping one cancels that choice.
     pub receivers: Vec<UnboundedReceiver<EngineEvent>>,
+    /// What a chat answer splits into.
+    pub output: OutputParsing,
 }
 
 /// Tokenises `prompt`, validates `params` and submits every choice to the serving model.
@@ -36,7 +39,7 @@ pub fn admit(
     request_id: &str,
 ) -> Result<Admitted, ApiError> {
     let model = state.served();
-    let ids = prompt_ids(&model, prompt)?;
+    let (ids, output) = prompt_ids_and_parsing(&model, prompt)?;
     let validated = validate(params, ids.len(), &model.limits)?;
     let receivers = submit(state, &model, &ids, &validated, request_id)?;
     Ok(Admitted {
@@ -44,6 +47,7 @@ pub fn admit(
         prompt: ids,
         validated,
         receivers,
+        output,
     })
 }
 
@@ -72,9 +76,17 @@ impl Prompt {
 
 /// The prompt's token ids for `model` (ids checked against its vocabulary).
 pub fn prompt_ids(model: &ServedModel, prompt: &Prompt) -> Result<Vec<i64>, ApiError> {
-    let ids = match prompt {
-        Prompt::Text(text) => encode(model, text)?,
-        Prompt::Tokens(ids) => ids.clone(),
+    Ok(prompt_ids_and_parsing(model, prompt)?.0)
+}
+
+/// [`prompt_ids`], and what the answer splits into (chat only).
+fn prompt_ids_and_parsing(
+    model: &ServedModel,
+    prompt: &Prompt,
+) -> Result<(Vec<i64>, OutputParsing), ApiError> {
+    let (ids, parsing) = match prompt {
+        Prompt::Text(text) => (encode(model, text)?, OutputParsing::default()),
+        Prompt::Tokens(ids) => (ids.clone(), OutputParsing::default()),
         Prompt::Chat(messages) => chat_prompt(model, messages)?,
     };
     let vocab = model.vocab_size;
@@ -84,7 +96,7 @@ pub fn prompt_ids(model: &ServedModel, prompt: &Prompt) -> Result<Vec<i64>, ApiE
             format!("token id {bad} is outside the vocabulary (0..{vocab})"),
         ));
     }
-    Ok(ids)
+    Ok((ids, parsing))
 }
 
 /// The single element of a one-prompt batch.
@@ -105,8 +117,13 @@ fn encode(model: &ServedModel, text: &str) -> Result<Vec<i64>, ApiError> {
         .map_err(|e| ApiError::invalid("prompt", e.to_string()))
 }
 
-fn chat_prompt(model: &ServedModel, input: &ChatInput) -> Result<Vec<i64>, ApiError> {
-    encode(model, &chat::render(&model.tokenizer, input)?)
+fn chat_prompt(
+    model: &ServedModel,
+    input: &ChatInput,
+) -> Result<(Vec<i64>, OutputParsing), ApiError> {
+    let text = chat::render(&model.tokenizer, input)?;
+    let parsing = chat::output_parsing(&model.tokenizer, input, &text);
+    Ok((encode(model, &text)?, parsing))
 }
 
 /// Submits every choice; on any refusal the receivers already made are dropped (cancelling).

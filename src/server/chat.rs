@@ -1,10 +1,10 @@
 //! Chat requests (pure apart from the template render): the chat-only fields of a body
 //! (`messages`, `tools`, `tool_choice`, `chat_template_kwargs`), OpenAI messages to template
-//! messages, and the rendered prompt. Tools are passed to templates that render them; the
-//! model's answer comes back as text (no tool-call parsing).
+//! messages, the rendered prompt, and what the answer splits into ([`output_parsing`]).
 
 use serde_json::{Map, Value};
 
+use super::chat_output::OutputParsing;
 use super::error::ApiError;
 use super::schema::{ChatInput, InputMessage, MessageContent};
 use super::validate::{parse_field, parse_optional_field};
@@ -29,7 +29,7 @@ pub fn chat_input(body: &Value) -> Result<ChatInput, ApiError> {
         Some(_) => {
             return Err(ApiError::invalid(
                 "tool_choice",
-                "only `auto` and `none` are supported (tool calls come back as text)",
+                "only `auto` and `none` are supported",
             ))
         }
     }
@@ -37,6 +37,7 @@ pub fn chat_input(body: &Value) -> Result<ChatInput, ApiError> {
         messages: parse_field(body, "messages")?,
         tools,
         template_kwargs: parse_optional_field::<Map<String, Value>>(body, "chat_template_kwargs")?,
+        tool_choice_none: body.get("tool_choice") == Some(&Value::String("none".into())),
     })
 }
 
@@ -61,6 +62,21 @@ fn check_tools(tools: &[Value]) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// What an answer to `input` splits into, given its rendered `prompt`: `<think>` reasoning if
+/// the template knows it (the answer starts inside it if the prompt opened it), tool calls if
+/// the request gave tools, did not say `tool_choice: "none"`, and the template writes calls in
+/// the `<tool_call>` form.
+pub fn output_parsing(tokenizer: &TextTokenizer, input: &ChatInput, prompt: &str) -> OutputParsing {
+    let (thinks, writes_calls) = tokenizer.chat_template_conventions();
+    OutputParsing {
+        reasoning: thinks,
+        starts_in_reasoning: thinks && prompt.trim_end().ends_with("<think>"),
+        tool_calls: writes_calls
+            && !input.tool_choice_none
+            && input.tools.as_ref().is_some_and(|t| !t.is_empty()),
+    }
 }
 
 /// The prompt text of `input` under `tokenizer`'s chat template.

@@ -4,6 +4,8 @@
 
 pub mod admission;
 pub mod chat;
+pub mod chat_message;
+pub mod chat_output;
 pub mod error;
 pub mod grpc;
 pub mod listener;

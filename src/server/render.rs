@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
+use super::chat_message::{self, DeltaStream};
+use super::chat_output::OutputParsing;
 use super::error::ApiError;
 use super::schema::Usage;
 use crate::engine::request::collect_text;
@@ -40,6 +42,8 @@ pub struct ResponseMeta {
     pub endpoint: Endpoint,
     /// Prompt tokens.
     pub prompt_tokens: usize,
+    /// What a chat answer splits into (reasoning, tool calls); nothing for completions.
+    pub output: OutputParsing,
 }
 
 impl ResponseMeta {
@@ -57,18 +61,25 @@ impl ResponseMeta {
                 "text_completion",
                 json!([{"index": index, "text": text, "logprobs": null, "finish_reason": finish}]),
             ),
-            Endpoint::Chat => {
-                let delta = if first {
-                    json!({"role": "assistant", "content": text})
-                } else {
-                    json!({"content": text})
-                };
-                self.envelope(
-                    "chat.completion.chunk",
-                    json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}]),
-                )
-            }
+            Endpoint::Chat => self.delta_chunk(index, json!({"content": text}), finish, first),
         }
+    }
+
+    /// One chat chunk carrying `delta` (the first of a choice also says its role).
+    fn delta_chunk(
+        &self,
+        index: usize,
+        mut delta: Value,
+        finish: Option<&str>,
+        first: bool,
+    ) -> Value {
+        if first {
+            delta["role"] = json!("assistant");
+        }
+        self.envelope(
+            "chat.completion.chunk",
+            json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}]),
+        )
     }
 
     fn usage_chunk(&self, usage: &Usage) -> Value {
@@ -97,8 +108,10 @@ impl ResponseMeta {
                 choices
                     .iter()
                     .enumerate()
-                    .map(|(i, (text, finish))| json!({"index": i, "message": {"role": "assistant", "content": text},
-                                                      "logprobs": null, "finish_reason": finish}))
+                    .map(|(i, (text, finish))| {
+                        let (message, finish) = chat_message::message(self.output, text, finish);
+                        json!({"index": i, "message": message, "logprobs": null, "finish_reason": finish})
+                    })
                     .collect(),
             ),
         };
@@ -128,6 +141,8 @@ struct StreamState {
     meta: ResponseMeta,
     outbox: VecDeque<Event>,
     started: Vec<bool>,
+    /// Per choice of a chat stream, its splitter.
+    splitters: Vec<DeltaStream>,
     remaining: usize,
     counts: Vec<(usize, u32)>,
     include_usage: bool,
@@ -141,6 +156,14 @@ fn data(value: &Value) -> Event {
 impl StreamState {
     fn on_event(&mut self, index: usize, event: EngineEvent) {
         match event {
+            EngineEvent::Block { text, .. } if self.meta.endpoint == Endpoint::Chat => {
+                self.chat_deltas(index, &text, None);
+            }
+            EngineEvent::Done(done) if self.meta.endpoint == Endpoint::Chat => {
+                let finish = done.finish_reason.as_str();
+                self.chat_deltas(index, &done.text, Some(finish));
+                self.done(&done);
+            }
             EngineEvent::Block { text, .. } => {
                 if text.is_empty() && self.started[index] {
                     return;
@@ -159,11 +182,7 @@ impl StreamState {
                     .meta
                     .chunk(index, &done.text, Some(finish), !self.started[index]);
                 self.outbox.push_back(data(&chunk));
-                self.counts.push((done.completion_tokens, done.forwards));
-                self.remaining -= 1;
-                if self.remaining == 0 {
-                    self.finish();
-                }
+                self.done(&done);
             }
             EngineEvent::Error(message) => {
                 self.outbox
@@ -171,6 +190,37 @@ impl StreamState {
                 self.outbox.push_back(Event::default().data("[DONE]"));
                 self.closed = true;
             }
+        }
+    }
+
+    /// Counts a finished choice; the last one ends the stream.
+    fn done(&mut self, done: &crate::engine::request::Completion) {
+        self.counts.push((done.completion_tokens, done.forwards));
+        self.remaining -= 1;
+        if self.remaining == 0 {
+            self.finish();
+        }
+    }
+
+    /// The chat chunks of choice `index`'s next `text`; with `finish`, its last chunk too.
+    fn chat_deltas(&mut self, index: usize, text: &str, finish: Option<&str>) {
+        let splitter = &mut self.splitters[index];
+        let deltas = splitter.deltas(text, finish.is_some());
+        let calls = splitter.calls;
+        for delta in deltas {
+            let chunk = self
+                .meta
+                .delta_chunk(index, delta, None, !self.started[index]);
+            self.outbox.push_back(data(&chunk));
+            self.started[index] = true;
+        }
+        if let Some(finish) = finish {
+            let finish = chat_message::finish_reason(finish, calls);
+            let chunk = self
+                .meta
+                .delta_chunk(index, json!({}), Some(finish), !self.started[index]);
+            self.outbox.push_back(data(&chunk));
+            self.started[index] = true;
         }
     }
 
@@ -191,6 +241,7 @@ pub fn sse_stream(
     include_usage: bool,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let n = receivers.len();
+    let meta_output = meta.output;
     let events = select_all(receivers.into_iter().enumerate().map(|(i, rx)| {
         UnboundedReceiverStream::new(rx)
             .map(move |e| (i, e))
@@ -201,6 +252,7 @@ pub fn sse_stream(
         meta,
         outbox: VecDeque::new(),
         started: vec![false; n],
+        splitters: (0..n).map(|_| DeltaStream::new(meta_output)).collect(),
         remaining: n,
         counts: Vec::with_capacity(n),
         include_usage,

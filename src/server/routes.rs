@@ -60,6 +60,7 @@ async fn respond(
         system_fingerprint: admitted.model.version.clone(),
         endpoint,
         prompt_tokens: admitted.prompt.len(),
+        output: admitted.output,
     };
     let v = &admitted.validated;
     if v.stream {
