@@ -32,8 +32,7 @@ type Repos = Arc<HashMap<String, HubRepo>>;
 fn start_hub(repos: HashMap<String, HubRepo>) -> String {
     let repos: Repos = Arc::new(repos);
     let app = Router::new()
-        .route("/api/models/{org}/{name}/revision/{rev}", get(repo_info))
-        .route("/api/models/{org}/{name}/tree/{rev}", get(repo_tree))
+        .route("/api/models/{org}/{name}/{kind}/{rev}", get(repo_api))
         .route(
             "/{org}/{name}/resolve/{rev}/{*file}",
             get(resolve).head(resolve),
@@ -84,48 +83,37 @@ fn lookup<'a>(
     Ok(repo)
 }
 
-async fn repo_info(
+/// `/api/models/{org}/{name}/revision/{rev}` (what `hf-hub` asks) and `…/tree/{rev}` (what
+/// Python's `snapshot_download` asks): the repository's files.
+async fn repo_api(
     State(repos): State<Repos>,
-    UrlPath((org, name, rev)): UrlPath<(String, String, String)>,
+    UrlPath((org, name, kind, rev)): UrlPath<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    match lookup(&repos, &org, &name, &rev, &headers) {
-        Ok(repo) => {
-            let siblings: Vec<_> = repo
-                .files
-                .keys()
-                .map(|f| serde_json::json!({ "rfilename": f }))
-                .collect();
-            Json(serde_json::json!({
-                "id": format!("{org}/{name}"), "modelId": format!("{org}/{name}"),
-                "sha": COMMIT, "siblings": siblings, "private": false, "gated": repo.gated,
-            }))
-            .into_response()
-        }
-        Err((status, code)) => hub_error(status, code),
+    let repo = match lookup(&repos, &org, &name, &rev, &headers) {
+        Ok(repo) => repo,
+        Err((status, code)) => return hub_error(status, code),
+    };
+    if kind == "tree" {
+        let entries: Vec<_> = repo
+            .files
+            .iter()
+            .map(|(path, bytes)| {
+                serde_json::json!({"type": "file", "path": path, "size": bytes.len(),
+                    "oid": format!("{:016x}", fnv(bytes))})
+            })
+            .collect();
+        return Json(entries).into_response();
     }
-}
-
-/// The file listing Python's `snapshot_download` asks for.
-async fn repo_tree(
-    State(repos): State<Repos>,
-    UrlPath((org, name, rev)): UrlPath<(String, String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    match lookup(&repos, &org, &name, &rev, &headers) {
-        Ok(repo) => {
-            let entries: Vec<_> = repo
-                .files
-                .iter()
-                .map(|(path, bytes)| {
-                    serde_json::json!({"type": "file", "path": path, "size": bytes.len(),
-                        "oid": format!("{:016x}", fnv(bytes))})
-                })
-                .collect();
-            Json(entries).into_response()
-        }
-        Err((status, code)) => hub_error(status, code),
-    }
+    let siblings: Vec<_> = repo
+        .files
+        .keys()
+        .map(|f| serde_json::json!({ "rfilename": f }))
+        .collect();
+    Json(serde_json::json!({
+        "id": format!("{org}/{name}"), "sha": COMMIT, "siblings": siblings, "gated": repo.gated,
+    }))
+    .into_response()
 }
 
 async fn resolve(
