@@ -5,6 +5,7 @@
 use tch::{Device, Kind};
 
 use super::*;
+use crate::engine::generate::generate;
 use crate::engine::params::{DenoiseParams, SamplingParams, StopParams};
 use crate::engine::transfer::{counts, TransferCounts};
 use crate::model::{checkpoint, SdarConfig};

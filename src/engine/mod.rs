@@ -8,6 +8,7 @@ pub mod cuda_graph;
 pub mod decoder;
 pub mod denoise;
 pub mod device_memory;
+pub mod generate;
 pub mod host_pool;
 pub mod kv_budget;
 pub mod kv_cache;
@@ -22,7 +23,8 @@ pub mod stop;
 pub mod text_stream;
 pub mod transfer;
 
-pub use decoder::{generate, BlockDecoder, DecodeStats, Generation};
+pub use decoder::{BlockDecoder, DecodeStats};
+pub use generate::{generate, Generation};
 pub use params::{
     DenoiseParams, FinishReason, GenerationParams, Remasking, SamplingParams, StopParams,
 };
