@@ -4,7 +4,7 @@
 
 use tokio::sync::mpsc::unbounded_channel;
 
-use crate::engine::request::{collect_text, EngineRequest};
+use crate::engine::request::{collect, EngineRequest};
 use crate::model::SdarConfig;
 use crate::server::served::ServedModel;
 use crate::train::data::prompt_ids;
@@ -43,9 +43,10 @@ pub async fn held_out_accuracy(model: &ServedModel, n: usize) -> Result<f64, Str
             receivers.push(rx);
         }
         for (problem, mut rx) in chunk.iter().zip(receivers) {
-            let (text, ..) = collect_text(&mut rx)
+            let text = collect(&mut rx)
                 .await
-                .map_err(|e| format!("decoding failed: {e}"))?;
+                .map_err(|e| format!("decoding failed: {e}"))?
+                .text;
             correct += usize::from(check(problem, &text).answer_correct);
         }
     }

@@ -115,6 +115,7 @@ impl DecodeArgs {
                 top_k: self.top_k,
                 top_p: self.top_p,
                 seed: self.seed,
+                ..SamplingParams::default()
             },
             denoise: DenoiseParams {
                 block_size,

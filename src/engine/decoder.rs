@@ -11,6 +11,7 @@ use super::batch::{ForwardBatch, StagedBatch};
 use super::cuda_graph::{self, GraphCache, GraphKey, GraphRun};
 use super::kv_cache::{Admission, CacheShape, KvCache};
 use super::params::{GenerationParams, Remasking};
+use super::penalties::{StagedPenalties, TokenPenalty};
 use super::sampler::{sample_rows, RowSampling, StagedSampling};
 use super::sequence::{Sequence, SpecialIds, StepOutcome};
 use super::transfer::{Upload, Uploaded};
@@ -205,7 +206,9 @@ impl<'m> BlockDecoder<'m> {
             .flatten();
         let mut upload = Upload::default();
         let staged = StagedBatch::stage(seqs, &self.cache, self.special.mask, layout, &mut upload);
-        let sampling = StagedSampling::stage(&mut upload, &rows, &uniforms, want_entropy);
+        let sampling = StagedSampling::stage(&mut upload, &rows, &uniforms, want_entropy)
+            .with_logprobs(seqs.iter().filter_map(|s| s.params.sampling.logprobs).max())
+            .with_penalties(stage_penalties(seqs, b, &mut upload));
         // libtorch reports shape errors and out-of-memory as panics through tch's infallible
         // API; contain them so one failing batch cannot take the caller down.
         let forward = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -234,6 +237,12 @@ impl<'m> BlockDecoder<'m> {
         let mut outcomes = Vec::with_capacity(seqs.len());
         for (i, seq) in seqs.iter_mut().enumerate() {
             let span = i * b..(i + 1) * b;
+            if let (Some(_), Some(logprobs)) = (
+                seq.params.sampling.logprobs,
+                sampled.logprobs.get(span.clone()),
+            ) {
+                seq.offer_logprobs(logprobs.to_vec());
+            }
             let entropy = sampled.entropy.get(span.clone()).unwrap_or(&[]);
             let mut outcome = seq.apply_step(
                 &sampled.tokens[span.clone()],
@@ -340,7 +349,27 @@ fn row_sampling(params: &GenerationParams) -> RowSampling {
         temperature: s.temperature as f32,
         top_k: s.top_k as i64,
         top_p: s.top_p as f32,
+        min_p: s.min_p as f32,
     }
+}
+
+/// Stages the penalties of every sequence that has some, for each of its `block` logits rows.
+fn stage_penalties(
+    seqs: &[&mut Sequence],
+    block: usize,
+    upload: &mut Upload,
+) -> Option<StagedPenalties> {
+    let lists: Vec<(usize, Vec<TokenPenalty>)> = seqs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i, s.penalties()))
+        .filter(|(_, list)| !list.is_empty())
+        .collect();
+    let per_row: Vec<(usize, &[TokenPenalty])> = lists
+        .iter()
+        .flat_map(|(i, list)| (0..block).map(move |r| (i * block + r, list.as_slice())))
+        .collect();
+    StagedPenalties::stage(upload, &per_row)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use tch::{Device, Kind};
 
 use super::*;
 use crate::engine::generate::generate;
-use crate::engine::params::{DenoiseParams, SamplingParams, StopParams};
+use crate::engine::params::{DenoiseParams, Penalties, SamplingParams, StopParams};
 use crate::engine::transfer::{counts, TransferCounts};
 use crate::model::{checkpoint, SdarConfig};
 
@@ -45,12 +45,30 @@ fn mixed_requests() -> Vec<(Vec<i64>, GenerationParams)> {
         top_k,
         top_p,
         seed: Some(3),
+        ..SamplingParams::default()
+    };
+    let reported = SamplingParams {
+        logprobs: Some(0),
+        ..SamplingParams::default()
+    };
+    let cut_and_reported = SamplingParams {
+        min_p: 0.05,
+        logprobs: Some(3),
+        ..warm(0, 1.0)
+    };
+    let penalised = SamplingParams {
+        penalties: Penalties {
+            presence: 0.5,
+            frequency: 0.2,
+            repetition: 1.3,
+        },
+        ..SamplingParams::default()
     };
     let settings = [
-        request(1, Remasking::LowConfidenceStatic, SamplingParams::default()),
-        request(2, Remasking::LowConfidenceStatic, warm(0, 1.0)),
+        request(1, Remasking::LowConfidenceStatic, reported),
+        request(2, Remasking::LowConfidenceStatic, cut_and_reported),
         request(4, Remasking::LowConfidenceDynamic, warm(5, 0.9)),
-        request(4, Remasking::EntropyBounded, SamplingParams::default()),
+        request(4, Remasking::EntropyBounded, penalised),
     ];
     settings
         .into_iter()
@@ -91,6 +109,67 @@ fn every_step_makes_one_upload_and_one_download() {
         "pages were handed out during the run"
     );
     assert!(seqs.iter().all(|s| s.completion().len() == 40));
+}
+
+/// Every committed token of a request that asks for log-probabilities gets one, from the forward
+/// that unmasked it: its step is the token's trajectory entry, a greedy token is its forward's
+/// likeliest, and the alternatives come best first, as many as asked.
+#[test]
+fn committed_tokens_carry_their_forwards_logprobs() {
+    let loaded = checkpoint::random(&SdarConfig::tiny(64), Device::Cpu, Kind::Float, 5);
+    let mut decoder = BlockDecoder::new(&loaded.model, SPECIAL, None, 1, 96);
+    let mut params = request(2, Remasking::LowConfidenceStatic, SamplingParams::default());
+    params.sampling.logprobs = Some(3);
+    let mut seq = Sequence::new(0, &[2, 3, 4, 5, 6], params, SPECIAL);
+    decoder.admit(&mut seq).unwrap();
+    let mut logprobs = Vec::new();
+    while seq.finish_reason().is_none() {
+        let outcome = decoder.step(&mut [&mut seq]).unwrap().remove(0);
+        assert_eq!(outcome.logprobs.len(), outcome.committed.len());
+        logprobs.extend(outcome.logprobs);
+    }
+    let tokens: Vec<i64> = logprobs.iter().map(|l| l.token).collect();
+    let steps: Vec<u32> = logprobs.iter().map(|l| l.step).collect();
+    assert_eq!(tokens, seq.completion());
+    assert_eq!(steps, seq.trajectory());
+    for l in &logprobs {
+        assert_eq!(l.top.len(), 3);
+        assert_eq!(l.top[0], (l.token, l.logprob), "greedy takes the likeliest");
+        assert!(l.top.windows(2).all(|w| w[0].1 >= w[1].1) && l.logprob <= 0.0);
+    }
+}
+
+/// Penalties change what a greedy decode writes: with strong presence and frequency penalties
+/// a random model repeats itself less.
+#[test]
+fn penalties_steer_a_greedy_decode_away_from_repeats() {
+    let loaded = checkpoint::random(&SdarConfig::tiny(64), Device::Cpu, Kind::Float, 5);
+    let decode = |penalties: Penalties| {
+        let mut params = request(1, Remasking::LowConfidenceStatic, SamplingParams::default());
+        params.sampling.penalties = penalties;
+        let requests = [(vec![2, 3, 4, 5, 6], params)];
+        let (mut out, _) = generate(&loaded.model, SPECIAL, None, &requests, 1).unwrap();
+        out.remove(0).tokens
+    };
+    let distinct = |tokens: &[i64]| {
+        tokens
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    let plain = decode(Penalties::default());
+    let penalised = decode(Penalties {
+        presence: 2.0,
+        frequency: 2.0,
+        repetition: 1.0,
+    });
+    assert_ne!(plain, penalised);
+    assert!(
+        distinct(&penalised) > distinct(&plain),
+        "{} distinct tokens penalised, {} not",
+        distinct(&penalised),
+        distinct(&plain)
+    );
 }
 
 /// Non-test source of the decoding path: `src/engine/*.rs` (test files and test modules cut

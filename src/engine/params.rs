@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::logprobs::MAX_TOP_LOGPROBS;
+pub use super::penalties::Penalties;
+
 /// Which masked positions a denoising step unmasks (spec §3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -61,6 +64,16 @@ pub struct SamplingParams {
     pub top_p: f64,
     /// Seed of this request's random stream (`None`: drawn from entropy).
     pub seed: Option<u64>,
+    /// Drop tokens less likely than `min_p` × the likeliest one (0 = off).
+    #[serde(default)]
+    pub min_p: f64,
+    /// Presence, frequency and repetition penalties.
+    #[serde(default)]
+    pub penalties: Penalties,
+    /// Report each committed token's log-probability with this many alternatives (`None`: no
+    /// log-probabilities).
+    #[serde(default)]
+    pub logprobs: Option<usize>,
 }
 
 impl Default for SamplingParams {
@@ -70,6 +83,9 @@ impl Default for SamplingParams {
             top_k: 0,
             top_p: 1.0,
             seed: None,
+            min_p: 0.0,
+            penalties: Penalties::default(),
+            logprobs: None,
         }
     }
 }
@@ -193,6 +209,18 @@ impl GenerationParams {
         }
         if !(s.top_p > 0.0 && s.top_p <= 1.0) {
             return Err(format!("top_p {} must be in (0, 1]", s.top_p));
+        }
+        if !(0.0..=1.0).contains(&s.min_p) {
+            return Err(format!("min_p {} must be in [0, 1]", s.min_p));
+        }
+        if !(s.penalties.repetition > 0.0 && s.penalties.repetition.is_finite()) {
+            return Err(format!(
+                "repetition_penalty {} must be a finite number > 0",
+                s.penalties.repetition
+            ));
+        }
+        if s.logprobs.is_some_and(|k| k > MAX_TOP_LOGPROBS) {
+            return Err(format!("at most {MAX_TOP_LOGPROBS} top logprobs"));
         }
         if self.stop.max_tokens == 0 {
             return Err("max_tokens must be at least 1".into());

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
+use super::logprobs::TokenLogprob;
 use super::{FinishReason, GenerationParams};
 
 /// What the engine tells a request, in order: blocks, then exactly one `Done` or `Error`.
@@ -18,6 +19,8 @@ pub enum EngineEvent {
         text: String,
         /// Completion tokens of the block.
         tokens: Vec<i64>,
+        /// Log-probabilities of the block's text tokens (when the request asks for them).
+        logprobs: Vec<TokenLogprob>,
     },
     /// The request finished.
     Done(Completion),
@@ -90,24 +93,41 @@ pub(crate) struct Shared {
     pub(crate) alive: AtomicBool,
 }
 
-/// Waits for a request's end: its whole text (every block's delta and the final one), its
-/// completion token ids and its accounting, or the engine's error message.
-pub async fn collect_text(
-    events: &mut UnboundedReceiver<EngineEvent>,
-) -> Result<(String, Vec<i64>, Completion), String> {
-    let (mut text, mut tokens) = (String::new(), Vec::new());
+/// A whole finished request, as [`collect`] gathers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Collected {
+    /// Every block's text delta and the final one.
+    pub text: String,
+    /// Completion token ids.
+    pub tokens: Vec<i64>,
+    /// Log-probabilities of the text tokens (when asked for).
+    pub logprobs: Vec<TokenLogprob>,
+    /// Final accounting.
+    pub done: Completion,
+}
+
+/// Waits for a request's end: everything it produced, or the engine's error message.
+pub async fn collect(events: &mut UnboundedReceiver<EngineEvent>) -> Result<Collected, String> {
+    let (mut text, mut tokens, mut logprobs) = (String::new(), Vec::new(), Vec::new());
     loop {
         match events.recv().await {
             Some(EngineEvent::Block {
                 text: delta,
                 tokens: block,
+                logprobs: block_logprobs,
             }) => {
                 text.push_str(&delta);
                 tokens.extend_from_slice(&block);
+                logprobs.extend(block_logprobs);
             }
             Some(EngineEvent::Done(done)) => {
                 text.push_str(&done.text);
-                return Ok((text, tokens, done));
+                return Ok(Collected {
+                    text,
+                    tokens,
+                    logprobs,
+                    done,
+                });
             }
             Some(EngineEvent::Error(message)) => return Err(message),
             None => return Err("the engine dropped the request".into()),

@@ -1,15 +1,19 @@
 //! Logits → (token, confidence, entropy) for every block position of a batch, on the device.
 //!
-//! Each row carries its own temperature, top-k and top-p; randomness comes from a uniform number
-//! per row drawn from the owning request's seeded stream, so a request's samples do not depend
-//! on what else is in the batch. Pipeline per row (spec §3.3): temperature → top-k → softmax →
-//! top-p (renormalised) → inverse-CDF draw; confidence = probability of the drawn token.
+//! Each row carries its own temperature, top-k, top-p and min-p; randomness comes from a uniform
+//! number per row drawn from the owning request's seeded stream, so a request's samples do not
+//! depend on what else is in the batch. Pipeline per row: penalties (rows that have them) →
+//! temperature → softmax → min-p → top-k → top-p (each cut renormalised) → inverse-CDF draw;
+//! confidence = probability of the drawn token. Log-probabilities, when a row asks for them,
+//! come from the logits before any of that ([`super::logprobs`]).
 //! Temperature 0 is greedy: argmax, confidence = softmax probability of the argmax, computed as
 //! `exp(max − logsumexp)` from the logits as they are (no f32 probability table; entropy, when a
 //! policy asks for it, is the only reason to build one). Top-k sorts only the k largest.
 
 use tch::{Kind, Tensor};
 
+use super::logprobs::{self, TokenLogprob};
+use super::penalties::StagedPenalties;
 use super::transfer::{download_f32, Segment, Upload, Uploaded};
 
 /// Sampling settings of one row.
@@ -21,6 +25,8 @@ pub struct RowSampling {
     pub top_k: i64,
     /// 1.0 = off.
     pub top_p: f32,
+    /// 0 = off.
+    pub min_p: f32,
 }
 
 impl RowSampling {
@@ -38,6 +44,9 @@ pub struct SampledRows {
     pub confidence: Vec<f32>,
     /// Entropy of the row's distribution (empty unless asked for).
     pub entropy: Vec<f32>,
+    /// Log-probability of the drawn token and the likeliest alternatives per row (empty unless
+    /// asked for).
+    pub logprobs: Vec<TokenLogprob>,
 }
 
 /// One step's sampling settings, staged into the step's [`Upload`] (so they reach the device in
@@ -50,14 +59,20 @@ pub struct StagedSampling {
     top_k: Segment,
     /// Top-p per row (1 = off).
     top_p: Segment,
+    /// Min-p per row (0 = off).
+    min_p: Segment,
     /// One uniform in `(0, 1)` per row.
     uniforms: Segment,
     all_greedy: bool,
+    any_min_p: bool,
     any_filter: bool,
     /// The largest top-k when every sampled row has one (a `topk` of that many then replaces
     /// sorting the whole vocabulary); `None` when some sampled row has no top-k.
     top_k_bound: Option<i64>,
     want_entropy: bool,
+    /// Alternatives per row's log-probability (`None`: no log-probabilities).
+    logprobs_top: Option<usize>,
+    penalties: Option<StagedPenalties>,
 }
 
 impl StagedSampling {
@@ -71,12 +86,15 @@ impl StagedSampling {
         let temperatures: Vec<f32> = rows.iter().map(|r| r.temperature).collect();
         let top_k: Vec<i64> = rows.iter().map(|r| r.top_k).collect();
         let top_p: Vec<f32> = rows.iter().map(|r| r.top_p).collect();
+        let min_p: Vec<f32> = rows.iter().map(|r| r.min_p).collect();
         Self {
             temperatures: upload.push_f32(&temperatures),
             top_k: upload.push_i64(&top_k),
             top_p: upload.push_f32(&top_p),
+            min_p: upload.push_f32(&min_p),
             uniforms: upload.push_f32(uniforms),
             all_greedy: rows.iter().all(|r| r.temperature == 0.0),
+            any_min_p: rows.iter().any(|r| r.temperature > 0.0 && r.min_p > 0.0),
             any_filter: rows.iter().any(RowSampling::filters),
             top_k_bound: rows
                 .iter()
@@ -84,7 +102,22 @@ impl StagedSampling {
                 .map(|r| (r.top_k > 0).then_some(r.top_k))
                 .try_fold(0, |bound, k| k.map(|k| bound.max(k))),
             want_entropy,
+            logprobs_top: None,
+            penalties: None,
         }
+    }
+
+    /// Also reports every row's log-probability with `top` alternatives (the most any row of
+    /// the step asks for; `None`: no row asks).
+    pub fn with_logprobs(mut self, top: Option<usize>) -> Self {
+        self.logprobs_top = top;
+        self
+    }
+
+    /// Applies staged penalties to their rows before sampling.
+    pub fn with_penalties(mut self, penalties: Option<StagedPenalties>) -> Self {
+        self.penalties = penalties;
+        self
     }
 }
 
@@ -92,46 +125,69 @@ impl StagedSampling {
 /// the results come back in one device-to-host copy.
 pub fn sample_rows(logits: &Tensor, staged: &StagedSampling, uploaded: &Uploaded) -> SampledRows {
     let rows = logits.size()[0] as usize;
-    let (tokens, confidence, probs) = if staged.all_greedy {
-        let (tokens, confidence) = greedy(logits);
-        let probs = staged.want_entropy.then(|| logits.softmax(-1, Kind::Float));
-        (tokens, confidence, probs)
-    } else {
-        let logits = logits.to_kind(Kind::Float);
-        let temperatures = uploaded.get(staged.temperatures);
-        let greedy = temperatures.eq(0.0);
-        let scaled = logits / temperatures.masked_fill(&greedy, 1.0).unsqueeze(1);
-        let probs = scaled.softmax(-1, Kind::Float);
-        let (max_prob, argmax) = probs.max_dim(-1, false);
-        let u = uploaded.get(staged.uniforms).unsqueeze(1);
-        let (drawn, conf) = if staged.any_filter {
-            let top_k = uploaded.get(staged.top_k);
-            let top_p = uploaded.get(staged.top_p);
-            draw_filtered(&probs, staged.top_k_bound, &top_k, &top_p, &u)
-        } else {
-            draw(&probs, &u)
-        };
-        (
-            argmax.where_self(&greedy, &drawn),
-            max_prob.where_self(&greedy, &conf),
-            Some(probs),
-        )
-    };
+    let penalised = staged.penalties.map(|p| p.apply(logits, uploaded));
+    let (tokens, confidence, probs) =
+        draw_rows(penalised.as_ref().unwrap_or(logits), staged, uploaded);
     // One device-to-host transfer for everything: token ids are exact in f32 below 2^24, far
     // above any vocabulary size.
     let mut parts = vec![tokens.to_kind(Kind::Float), confidence];
     if let (true, Some(probs)) = (staged.want_entropy, &probs) {
         parts.push(entropy_of(probs));
     }
-    let host = download_f32(&Tensor::stack(&parts, 0));
-    SampledRows {
-        tokens: host[..rows].iter().map(|&t| t as i64).collect(),
-        confidence: host[rows..2 * rows].to_vec(),
-        entropy: host
-            .get(2 * rows..)
-            .map(<[f32]>::to_vec)
-            .unwrap_or_default(),
+    if let Some(top) = staged.logprobs_top {
+        parts.extend(logprobs::device_parts(logits, &tokens, top));
     }
+    let host = download_f32(&Tensor::cat(&parts, 0));
+    let tokens: Vec<i64> = host[..rows].iter().map(|&t| t as i64).collect();
+    let entropy_len = if staged.want_entropy { rows } else { 0 };
+    let (entropy, rest) = host[2 * rows..].split_at(entropy_len);
+    SampledRows {
+        logprobs: staged
+            .logprobs_top
+            .map(|top| logprobs::read_parts(rest, &tokens, top))
+            .unwrap_or_default(),
+        confidence: host[rows..2 * rows].to_vec(),
+        entropy: entropy.to_vec(),
+        tokens,
+    }
+}
+
+/// `(token, confidence)` per row, and the probabilities when they were built.
+fn draw_rows(
+    logits: &Tensor,
+    staged: &StagedSampling,
+    uploaded: &Uploaded,
+) -> (Tensor, Tensor, Option<Tensor>) {
+    if staged.all_greedy {
+        let (tokens, confidence) = greedy(logits);
+        let probs = staged.want_entropy.then(|| logits.softmax(-1, Kind::Float));
+        return (tokens, confidence, probs);
+    }
+    let logits = logits.to_kind(Kind::Float);
+    let temperatures = uploaded.get(staged.temperatures);
+    let greedy = temperatures.eq(0.0);
+    let scaled = logits / temperatures.masked_fill(&greedy, 1.0).unsqueeze(1);
+    let probs = scaled.softmax(-1, Kind::Float);
+    let (max_prob, argmax) = probs.max_dim(-1, true);
+    let candidates = if staged.any_min_p {
+        let floor = &max_prob * uploaded.get(staged.min_p).unsqueeze(1);
+        renormalise(&(&probs * probs.ge_tensor(&floor)))
+    } else {
+        probs.shallow_clone()
+    };
+    let u = uploaded.get(staged.uniforms).unsqueeze(1);
+    let (drawn, conf) = if staged.any_filter {
+        let top_k = uploaded.get(staged.top_k);
+        let top_p = uploaded.get(staged.top_p);
+        draw_filtered(&candidates, staged.top_k_bound, &top_k, &top_p, &u)
+    } else {
+        draw(&candidates, &u)
+    };
+    (
+        argmax.squeeze_dim(1).where_self(&greedy, &drawn),
+        max_prob.squeeze_dim(1).where_self(&greedy, &conf),
+        Some(probs),
+    )
 }
 
 /// Greedy rows in the logits' own dtype, reading them twice (max, and the log-normaliser):
@@ -208,11 +264,13 @@ mod tests {
         temperature: 0.0,
         top_k: 0,
         top_p: 1.0,
+        min_p: 0.0,
     };
     const WARM: RowSampling = RowSampling {
         temperature: 1.0,
         top_k: 0,
         top_p: 1.0,
+        min_p: 0.0,
     };
 
     /// Stages, uploads and samples, as a decoding step does.
@@ -261,6 +319,19 @@ mod tests {
         let out = sample_rows(&logits, &[nucleus], &[0.9], false);
         assert_eq!(out.tokens[0], 2);
         assert!((out.confidence[0] - 1.0 / 3.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn min_p_drops_tokens_below_its_share_of_the_best() {
+        // min_p 0.4 keeps tokens with p >= 0.4 * 0.6 = 0.24: {0.6, 0.3}, renormalised.
+        let logits = logits_of(&[0.1, 0.6, 0.3]);
+        let row = RowSampling { min_p: 0.4, ..WARM };
+        let out = sample_rows(&logits, &[row], &[0.01], false);
+        assert_eq!(out.tokens[0], 1);
+        assert!((out.confidence[0] - 2.0 / 3.0).abs() < 1e-5);
+        let two = Tensor::cat(&[&logits, &logits], 0);
+        let out = sample_rows(&two, &[row, WARM], &[0.999, 0.01], false);
+        assert_eq!(out.tokens, vec![2, 0], "min-p cuts only its own row");
     }
 
     #[test]

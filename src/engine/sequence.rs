@@ -9,7 +9,9 @@
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use super::denoise::{self, BlockScores, PolicyParams};
+use super::logprobs::TokenLogprob;
 use super::params::{FinishReason, GenerationParams};
+use super::penalties::{token_penalties, TokenPenalty};
 use super::stop::CompletionText;
 use crate::model::{ModelError, TextTokenizer};
 
@@ -63,13 +65,22 @@ pub struct Sequence {
     text: CompletionText,
     /// The last committed token is the EOS / stop token that ended the sequence (never text).
     ended_on_token: bool,
+    /// The prompt, kept only when a repetition penalty reads it.
+    penalised_prompt: Vec<i64>,
+    /// This step's log-probabilities per block position, offered before [`Self::apply_step`].
+    offered_logprobs: Vec<TokenLogprob>,
+    /// Log-probabilities of the block's unmasked positions (when the request asks for them).
+    block_logprobs: Vec<Option<TokenLogprob>>,
 }
 
 /// What one denoising step did to a sequence.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct StepOutcome {
     /// Completion tokens accepted by a block commit in this step (empty if the block goes on).
     pub committed: Vec<i64>,
+    /// Log-probabilities of the committed text tokens (when the request asks for them; the
+    /// token that ended the sequence has none, as it is not text).
+    pub logprobs: Vec<TokenLogprob>,
     /// Set when the sequence ended in this step.
     pub finished: Option<FinishReason>,
 }
@@ -107,6 +118,13 @@ impl Sequence {
             forwards: 0,
             text: CompletionText::new(&params.stop.stop_strings),
             ended_on_token: false,
+            penalised_prompt: if params.sampling.penalties.repetition != 1.0 {
+                prompt.to_vec()
+            } else {
+                Vec::new()
+            },
+            offered_logprobs: Vec::new(),
+            block_logprobs: vec![None; b],
             params,
         }
     }
@@ -148,6 +166,26 @@ impl Sequence {
             .collect()
     }
 
+    /// The logit adjustments its penalties make now (over the completion and the block's
+    /// unmasked tokens; the prompt too for repetition); empty without penalties.
+    pub fn penalties(&self) -> Vec<TokenPenalty> {
+        let penalties = &self.params.sampling.penalties;
+        if !penalties.active() {
+            return Vec::new();
+        }
+        let unmasked = (self.prompt_tail..self.block.len())
+            .filter(|&i| !self.maskable[i])
+            .map(|i| self.block[i]);
+        let written: Vec<i64> = self.completion.iter().copied().chain(unmasked).collect();
+        token_penalties(penalties, &self.penalised_prompt, &written)
+    }
+
+    /// Gives the next [`Self::apply_step`] the forward's log-probability of each block
+    /// position's drawn token.
+    pub fn offer_logprobs(&mut self, logprobs: Vec<TokenLogprob>) {
+        self.offered_logprobs = logprobs;
+    }
+
     /// Applies one forward's samples for this block (`tokens`, `confidence`, `entropy` of the `b`
     /// positions) and commits the block if it is done.
     pub fn apply_step(
@@ -170,10 +208,18 @@ impl Sequence {
             entropy,
             maskable: &self.maskable,
         };
+        let mut offered = std::mem::take(&mut self.offered_logprobs);
         for i in denoise::select_transfer(scores, self.schedule[self.block_step], policy) {
             self.block[i] = tokens[i];
             self.maskable[i] = false;
             self.first_unmask[i] = self.global_step + 1;
+            if let Some(lp) = offered.get_mut(i) {
+                let keep = self.params.sampling.logprobs.unwrap_or(0);
+                let mut lp = std::mem::replace(lp, TokenLogprob::default());
+                lp.top.truncate(keep);
+                lp.step = self.global_step + 1;
+                self.block_logprobs[i] = Some(lp);
+            }
         }
         self.block_step += 1;
         self.global_step += 1;
@@ -187,6 +233,7 @@ impl Sequence {
     fn commit_block(&mut self) -> StepOutcome {
         let stop = &self.params.stop;
         let mut committed = Vec::new();
+        let mut logprobs = Vec::new();
         for i in self.prompt_tail..self.block.len() {
             if self.completion.len() >= stop.max_tokens {
                 self.finish = Some(FinishReason::Length);
@@ -203,6 +250,7 @@ impl Sequence {
                 self.ended_on_token = true;
                 break;
             }
+            logprobs.extend(self.block_logprobs[i].take());
         }
         if self.finish.is_none() && self.completion.len() >= stop.max_tokens {
             self.finish = Some(FinishReason::Length);
@@ -212,6 +260,7 @@ impl Sequence {
         }
         StepOutcome {
             committed,
+            logprobs,
             finished: self.finish,
         }
     }
@@ -220,6 +269,7 @@ impl Sequence {
         let b = self.block_size();
         self.pending = std::mem::replace(&mut self.block, vec![self.special.mask; b]);
         self.maskable = vec![true; b];
+        self.block_logprobs = vec![None; b];
         self.first_unmask = vec![0; b];
         self.prompt_tail = 0;
         self.block_step = 0;

@@ -11,6 +11,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::kv_cache::Admission;
+use super::logprobs::TokenLogprob;
 use super::request::{Completion, EngineEvent, EngineRequest, RunnerLimits, Shared};
 use super::sequence::context_needed;
 use super::text_stream::TextStream;
@@ -214,14 +215,14 @@ impl<'m> Engine<'m> {
         match result {
             Ok(outcomes) => {
                 for (&i, outcome) in members.iter().zip(outcomes) {
-                    self.deliver(i, &outcome.committed);
+                    self.deliver(i, outcome.committed, outcome.logprobs);
                 }
             }
             Err(e) => self.fail(members, &e),
         }
     }
 
-    fn deliver(&mut self, index: usize, committed: &[i64]) {
+    fn deliver(&mut self, index: usize, committed: Vec<i64>, logprobs: Vec<TokenLogprob>) {
         if committed.is_empty() {
             return;
         }
@@ -248,7 +249,8 @@ impl<'m> Engine<'m> {
         };
         let _ = a.events.send(EngineEvent::Block {
             text,
-            tokens: committed.to_vec(),
+            tokens: committed,
+            logprobs,
         });
     }
 

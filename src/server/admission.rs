@@ -41,6 +41,14 @@ pub fn admit(
     let model = state.served();
     let (ids, output) = prompt_ids_and_parsing(&model, prompt)?;
     let validated = validate(params, ids.len(), &model.limits)?;
+    tracing::info!(
+        request_id,
+        user = params.user.as_deref().unwrap_or("-"),
+        prompt_tokens = ids.len(),
+        max_tokens = validated.params.stop.max_tokens,
+        n = validated.n,
+        "admitted"
+    );
     let receivers = submit(state, &model, &ids, &validated, request_id)?;
     Ok(Admitted {
         model,

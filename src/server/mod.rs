@@ -9,6 +9,7 @@ pub mod chat_output;
 pub mod error;
 pub mod grpc;
 pub mod listener;
+pub mod logprobs;
 pub mod render;
 pub mod routes;
 pub mod schema;

@@ -14,8 +14,10 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use super::chat_message::{self, DeltaStream};
 use super::chat_output::OutputParsing;
 use super::error::ApiError;
+use super::logprobs::LogprobFormat;
 use super::schema::Usage;
-use crate::engine::request::collect_text;
+use crate::engine::logprobs::TokenLogprob;
+use crate::engine::request;
 use crate::engine::runner::EngineEvent;
 
 /// Which endpoint a response belongs to.
@@ -44,6 +46,19 @@ pub struct ResponseMeta {
     pub prompt_tokens: usize,
     /// What a chat answer splits into (reasoning, tool calls); nothing for completions.
     pub output: OutputParsing,
+    /// How to write log-probabilities, when the request asks for them.
+    pub logprobs: Option<LogprobFormat>,
+}
+
+/// One finished choice of a whole response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChoiceResult {
+    /// Its text.
+    pub text: String,
+    /// Its `finish_reason`.
+    pub finish: String,
+    /// Its tokens' log-probabilities (when asked for).
+    pub logprobs: Vec<TokenLogprob>,
 }
 
 impl ResponseMeta {
@@ -62,6 +77,16 @@ impl ResponseMeta {
                 json!([{"index": index, "text": text, "logprobs": null, "finish_reason": finish}]),
             ),
             Endpoint::Chat => self.delta_chunk(index, json!({"content": text}), finish, first),
+        }
+    }
+
+    /// The `logprobs` value of a choice whose tokens are `tokens` (the completions form starts
+    /// at character `offset` of the text and advances it); `null` when not asked for.
+    fn logprobs_value(&self, tokens: &[TokenLogprob], offset: &mut usize) -> Value {
+        match (&self.logprobs, self.endpoint) {
+            (None, _) => Value::Null,
+            (Some(format), Endpoint::Chat) => format.chat(tokens),
+            (Some(format), Endpoint::Completion) => format.completion(tokens, offset),
         }
     }
 
@@ -93,27 +118,23 @@ impl ResponseMeta {
     }
 
     /// The whole (non-streaming) response.
-    pub fn full(&self, choices: &[(String, String)], usage: &Usage) -> Value {
-        let (object, items): (&str, Vec<Value>) = match self.endpoint {
-            Endpoint::Completion => (
-                "text_completion",
-                choices
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (text, finish))| json!({"index": i, "text": text, "logprobs": null, "finish_reason": finish}))
-                    .collect(),
-            ),
-            Endpoint::Chat => (
-                "chat.completion",
-                choices
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (text, finish))| {
-                        let (message, finish) = chat_message::message(self.output, text, finish);
-                        json!({"index": i, "message": message, "logprobs": null, "finish_reason": finish})
-                    })
-                    .collect(),
-            ),
+    pub fn full(&self, choices: &[ChoiceResult], usage: &Usage) -> Value {
+        let item = |(i, c): (usize, &ChoiceResult)| {
+            let logprobs = self.logprobs_value(&c.logprobs, &mut 0);
+            match self.endpoint {
+                Endpoint::Completion => json!({"index": i, "text": c.text, "logprobs": logprobs,
+                                               "finish_reason": c.finish}),
+                Endpoint::Chat => {
+                    let (message, finish) = chat_message::message(self.output, &c.text, &c.finish);
+                    json!({"index": i, "message": message, "logprobs": logprobs,
+                           "finish_reason": finish})
+                }
+            }
+        };
+        let items: Vec<Value> = choices.iter().enumerate().map(item).collect();
+        let object = match self.endpoint {
+            Endpoint::Completion => "text_completion",
+            Endpoint::Chat => "chat.completion",
         };
         let mut body = self.envelope(object, json!(items));
         body["usage"] = json!(usage);
@@ -129,8 +150,15 @@ pub async fn collect(
     let mut choices = Vec::with_capacity(receivers.len());
     let mut counts = Vec::with_capacity(receivers.len());
     for mut rx in receivers {
-        let (text, _, done) = collect_text(&mut rx).await.map_err(ApiError::internal)?;
-        choices.push((text, done.finish_reason.as_str().to_string()));
+        let whole = request::collect(&mut rx)
+            .await
+            .map_err(ApiError::internal)?;
+        let done = whole.done;
+        choices.push(ChoiceResult {
+            text: whole.text,
+            finish: done.finish_reason.as_str().to_string(),
+            logprobs: whole.logprobs,
+        });
         counts.push((done.completion_tokens, done.forwards));
     }
     Ok(meta.full(&choices, &Usage::new(meta.prompt_tokens, &counts)))
@@ -143,6 +171,10 @@ struct StreamState {
     started: Vec<bool>,
     /// Per choice of a chat stream, its splitter.
     splitters: Vec<DeltaStream>,
+    /// Per choice, log-probabilities not yet sent (they ride on the choice's next chunk).
+    held_logprobs: Vec<Vec<TokenLogprob>>,
+    /// Per choice, characters of text whose log-probabilities were sent (completions' offsets).
+    text_offsets: Vec<usize>,
     remaining: usize,
     counts: Vec<(usize, u32)>,
     include_usage: bool,
@@ -156,32 +188,27 @@ fn data(value: &Value) -> Event {
 impl StreamState {
     fn on_event(&mut self, index: usize, event: EngineEvent) {
         match event {
-            EngineEvent::Block { text, .. } if self.meta.endpoint == Endpoint::Chat => {
-                self.chat_deltas(index, &text, None);
-            }
-            EngineEvent::Done(done) if self.meta.endpoint == Endpoint::Chat => {
-                let finish = done.finish_reason.as_str();
-                self.chat_deltas(index, &done.text, Some(finish));
-                self.done(&done);
-            }
-            EngineEvent::Block { text, .. } => {
-                if text.is_empty() && self.started[index] {
-                    return;
+            EngineEvent::Block { text, logprobs, .. } => {
+                self.held_logprobs[index].extend(logprobs);
+                match self.meta.endpoint {
+                    Endpoint::Chat => self.chat_deltas(index, &text, None),
+                    Endpoint::Completion if text.is_empty() && self.started[index] => {}
+                    Endpoint::Completion => {
+                        let chunk = self.meta.chunk(index, &text, None, !self.started[index]);
+                        self.send(index, chunk);
+                    }
                 }
-                self.outbox.push_back(data(&self.meta.chunk(
-                    index,
-                    &text,
-                    None,
-                    !self.started[index],
-                )));
-                self.started[index] = true;
             }
             EngineEvent::Done(done) => {
                 let finish = done.finish_reason.as_str();
-                let chunk = self
-                    .meta
-                    .chunk(index, &done.text, Some(finish), !self.started[index]);
-                self.outbox.push_back(data(&chunk));
+                match self.meta.endpoint {
+                    Endpoint::Chat => self.chat_deltas(index, &done.text, Some(finish)),
+                    Endpoint::Completion => {
+                        let first = !self.started[index];
+                        let chunk = self.meta.chunk(index, &done.text, Some(finish), first);
+                        self.send(index, chunk);
+                    }
+                }
                 self.done(&done);
             }
             EngineEvent::Error(message) => {
@@ -191,6 +218,17 @@ impl StreamState {
                 self.closed = true;
             }
         }
+    }
+
+    /// Queues `chunk` of choice `index`, with the log-probabilities held for it.
+    fn send(&mut self, index: usize, mut chunk: Value) {
+        let held = std::mem::take(&mut self.held_logprobs[index]);
+        if !held.is_empty() {
+            let offset = &mut self.text_offsets[index];
+            chunk["choices"][0]["logprobs"] = self.meta.logprobs_value(&held, offset);
+        }
+        self.outbox.push_back(data(&chunk));
+        self.started[index] = true;
     }
 
     /// Counts a finished choice; the last one ends the stream.
@@ -211,16 +249,14 @@ impl StreamState {
             let chunk = self
                 .meta
                 .delta_chunk(index, delta, None, !self.started[index]);
-            self.outbox.push_back(data(&chunk));
-            self.started[index] = true;
+            self.send(index, chunk);
         }
         if let Some(finish) = finish {
             let finish = chat_message::finish_reason(finish, calls);
             let chunk = self
                 .meta
                 .delta_chunk(index, json!({}), Some(finish), !self.started[index]);
-            self.outbox.push_back(data(&chunk));
-            self.started[index] = true;
+            self.send(index, chunk);
         }
     }
 
@@ -253,6 +289,8 @@ pub fn sse_stream(
         outbox: VecDeque::new(),
         started: vec![false; n],
         splitters: (0..n).map(|_| DeltaStream::new(meta_output)).collect(),
+        held_logprobs: vec![Vec::new(); n],
+        text_offsets: vec![0; n],
         remaining: n,
         counts: Vec::with_capacity(n),
         include_usage,

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use super::admission::{admit, Prompt};
 use super::chat::{chat_input, CHAT_FIELDS};
 use super::error::ApiError;
+use super::logprobs::LogprobFormat;
 use super::render::{collect, sse_stream, Endpoint, ResponseMeta};
 use super::schema::{CommonParams, ModelCard};
 use super::validate::{check_fields, parse, parse_field};
@@ -53,6 +54,7 @@ async fn respond(
     } else {
         "cmpl"
     };
+    let v = &admitted.validated;
     let meta = ResponseMeta {
         id: format!("{prefix}-{}", uuid::Uuid::new_v4().simple()),
         created: unix_now(),
@@ -61,8 +63,12 @@ async fn respond(
         endpoint,
         prompt_tokens: admitted.prompt.len(),
         output: admitted.output,
+        logprobs: v
+            .params
+            .sampling
+            .logprobs
+            .map(|_| LogprobFormat::new(admitted.model.clone(), v.logprob_steps)),
     };
-    let v = &admitted.validated;
     if v.stream {
         let stream = sse_stream(meta, admitted.receivers, v.include_usage);
         let keep_alive = KeepAlive::new().interval(Duration::from_secs(5));

@@ -76,6 +76,33 @@ pub struct CommonParams {
     pub ignore_eos: Option<bool>,
     /// Extension (as vLLM): token ids that end the generation like EOS.
     pub stop_token_ids: Option<Vec<i64>>,
+    /// Completions: alternatives per token (a number); chat: whether to return
+    /// log-probabilities (a boolean).
+    pub logprobs: Option<LogprobsInput>,
+    /// Chat: alternatives per token (with `logprobs: true`).
+    pub top_logprobs: Option<u64>,
+    /// Extension: each log-probability also names the denoising step that unmasked its token.
+    pub logprob_steps: Option<bool>,
+    /// Drop tokens less likely than `min_p` × the likeliest.
+    pub min_p: Option<f64>,
+    /// Subtracted once from tokens the completion holds.
+    pub presence_penalty: Option<f64>,
+    /// Subtracted per occurrence from tokens the completion holds.
+    pub frequency_penalty: Option<f64>,
+    /// Divides logits of tokens seen in the prompt or completion (1 = off).
+    pub repetition_penalty: Option<f64>,
+    /// Extension: cumulative-entropy bound of `entropy_bounded`.
+    pub entropy_bound: Option<f64>,
+}
+
+/// `logprobs`: a boolean (chat) or a count of alternatives (completions).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum LogprobsInput {
+    /// Chat's form.
+    Enabled(bool),
+    /// Completions' form.
+    Alternatives(u64),
 }
 
 /// Content of a chat message: text, or a list of text parts.

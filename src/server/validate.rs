@@ -7,12 +7,14 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::schema::{CommonParams, StopInput};
+use super::schema::{CommonParams, LogprobsInput, StopInput};
+use crate::engine::logprobs::MAX_TOP_LOGPROBS;
+use crate::engine::params::Penalties;
 use crate::engine::{DenoiseParams, GenerationParams, SamplingParams, StopParams};
 use crate::model::generation_config::SamplingDefaults;
 
 /// Fields of [`CommonParams`], accepted by both endpoints.
-pub const COMMON_FIELDS: [&str; 18] = [
+pub const COMMON_FIELDS: [&str; 26] = [
     "model",
     "max_tokens",
     "max_completion_tokens",
@@ -31,21 +33,23 @@ pub const COMMON_FIELDS: [&str; 18] = [
     "confidence_threshold",
     "ignore_eos",
     "stop_token_ids",
+    "logprobs",
+    "top_logprobs",
+    "logprob_steps",
+    "min_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "entropy_bound",
 ];
 
 /// OpenAI fields we know but cannot honour: present with a non-default value, they are
 /// rejected with 400 naming them.
-pub const UNSUPPORTED_FIELDS: [&str; 18] = [
-    "logprobs",
-    "top_logprobs",
+pub const UNSUPPORTED_FIELDS: [&str; 12] = [
     "echo",
     "suffix",
     "best_of",
     "logit_bias",
-    "presence_penalty",
-    "frequency_penalty",
-    "repetition_penalty",
-    "min_p",
     "functions",
     "function_call",
     "response_format",
@@ -98,6 +102,8 @@ pub struct Validated {
     pub stream: bool,
     /// Send a usage chunk at the end of a stream.
     pub include_usage: bool,
+    /// Log-probabilities also name the step that unmasked their token.
+    pub logprob_steps: bool,
 }
 
 fn is_default_value(v: &Value) -> bool {
@@ -262,7 +268,45 @@ fn denoise(p: &CommonParams, limits: &Limits) -> Result<DenoiseParams, ApiError>
         steps_per_block: steps as usize,
         remasking,
         confidence_threshold: threshold,
-        entropy_bound: defaults.entropy_bound,
+        entropy_bound: p.entropy_bound.map_or(Ok(defaults.entropy_bound), |e| {
+            range("entropy_bound", e, 0.0, 1000.0)
+        })?,
+    })
+}
+
+/// Alternatives per token when the request asks for log-probabilities: `logprobs: n`
+/// (completions), or `logprobs: true` with `top_logprobs` (chat).
+fn logprobs(p: &CommonParams) -> Result<Option<usize>, ApiError> {
+    let max = MAX_TOP_LOGPROBS as u64;
+    let top = p
+        .top_logprobs
+        .map(|k| range("top_logprobs", k, 0, max))
+        .transpose()?;
+    let wanted = match p.logprobs {
+        None | Some(LogprobsInput::Enabled(false)) => None,
+        Some(LogprobsInput::Enabled(true)) => Some(top.unwrap_or(0)),
+        Some(LogprobsInput::Alternatives(k)) => Some(range("logprobs", k, 0, max)?),
+    };
+    if top.is_some() && !matches!(p.logprobs, Some(LogprobsInput::Enabled(true))) {
+        return Err(ApiError::invalid(
+            "top_logprobs",
+            "`top_logprobs` needs `logprobs: true`",
+        ));
+    }
+    Ok(wanted.map(|k| k as usize))
+}
+
+/// The request's penalties (OpenAI's ranges for presence and frequency).
+fn penalties(p: &CommonParams) -> Result<Penalties, ApiError> {
+    let d = Penalties::default();
+    let penalty =
+        |name, v: Option<f64>, default| v.map_or(Ok(default), |v| range(name, v, -2.0, 2.0));
+    Ok(Penalties {
+        presence: penalty("presence_penalty", p.presence_penalty, d.presence)?,
+        frequency: penalty("frequency_penalty", p.frequency_penalty, d.frequency)?,
+        repetition: p.repetition_penalty.map_or(Ok(d.repetition), |r| {
+            range("repetition_penalty", r, 0.01, 10.0)
+        })?,
     })
 }
 
@@ -326,6 +370,9 @@ pub fn validate(
             top_k,
             top_p,
             seed: p.seed,
+            min_p: p.min_p.map_or(Ok(0.0), |m| range("min_p", m, 0.0, 1.0))?,
+            penalties: penalties(p)?,
+            logprobs: logprobs(p)?,
         },
         denoise: denoise(p, limits)?,
         stop: StopParams {
@@ -342,6 +389,7 @@ pub fn validate(
         n,
         stream: p.stream.unwrap_or(false),
         include_usage: p.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        logprob_steps: p.logprob_steps.unwrap_or(false),
     })
 }
 

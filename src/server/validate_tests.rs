@@ -92,13 +92,24 @@ fn bad_values_name_their_parameter() {
         (json!({"remasking": "magic"}), "remasking"),
         (json!({"stop": ["a", "b", "c", "d", "e"]}), "stop"),
         (json!({"stop": [""]}), "stop"),
-        (json!({"logprobs": 2}), "logprobs"),
+        (json!({"logprobs": 21}), "logprobs"),
+        (json!({"logprobs": "yes"}), "logprobs"),
+        (json!({"top_logprobs": 3}), "top_logprobs"),
+        (
+            json!({"logprobs": true, "top_logprobs": 21}),
+            "top_logprobs",
+        ),
+        (json!({"min_p": 1.5}), "min_p"),
+        (json!({"presence_penalty": 2.5}), "presence_penalty"),
+        (json!({"repetition_penalty": 0}), "repetition_penalty"),
+        (json!({"entropy_bound": -1}), "entropy_bound"),
+        (json!({"echo": true}), "echo"),
         (json!({"tools": [{"type": "function"}]}), "tools"),
         (
             json!({"response_format": {"type": "json_object"}}),
             "response_format",
         ),
-        (json!({"frequency_penalty": 0.5}), "frequency_penalty"),
+        (json!({"frequency_penalty": -3}), "frequency_penalty"),
         (json!({"temprature": 0.5}), "temprature"),
         (
             json!({"stream_options": {"include_usage": true}}),
@@ -174,4 +185,52 @@ fn the_model_sampling_defaults_apply_to_fields_left_out() {
     let p: CommonParams = parse(json!({"top_p": 0.5})).unwrap();
     let s = validate(&p, 10, &l).unwrap().params.sampling;
     assert_eq!((s.temperature, s.top_p, s.top_k), (0.6, 0.5, 20));
+}
+
+#[test]
+fn logprobs_penalties_min_p_and_entropy_bound_reach_the_engine() {
+    let v = params(json!({"logprobs": 3})).unwrap();
+    assert_eq!(v.params.sampling.logprobs, Some(3), "completions' count");
+    let v = params(json!({"logprobs": true, "top_logprobs": 5, "logprob_steps": true})).unwrap();
+    assert_eq!(
+        (v.params.sampling.logprobs, v.logprob_steps),
+        (Some(5), true)
+    );
+    assert_eq!(
+        params(json!({"logprobs": true}))
+            .unwrap()
+            .params
+            .sampling
+            .logprobs,
+        Some(0)
+    );
+    assert_eq!(
+        params(json!({"logprobs": false}))
+            .unwrap()
+            .params
+            .sampling
+            .logprobs,
+        None
+    );
+    let v = params(
+        json!({"min_p": 0.1, "presence_penalty": 0.5, "frequency_penalty": -0.25,
+                          "repetition_penalty": 1.2, "entropy_bound": 0.8,
+                          "remasking": "entropy_bounded"}),
+    )
+    .unwrap();
+    let s = &v.params.sampling;
+    assert_eq!(s.min_p, 0.1);
+    assert_eq!(
+        (
+            s.penalties.presence,
+            s.penalties.frequency,
+            s.penalties.repetition
+        ),
+        (0.5, -0.25, 1.2)
+    );
+    assert_eq!(v.params.denoise.entropy_bound, 0.8);
+    assert_eq!(
+        params(json!({})).unwrap().params.denoise.entropy_bound,
+        0.35
+    );
 }

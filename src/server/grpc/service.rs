@@ -12,7 +12,7 @@ use tonic::{Code, Request, Response, Status};
 
 use super::convert::{common_params, finish_reason, parse_grpc_timeout, prompt, status_of};
 use super::pb;
-use crate::engine::request::collect_text;
+use crate::engine::request::{collect, Collected};
 use crate::engine::runner::EngineEvent;
 use crate::server::admission::{admit, Admitted};
 use crate::server::schema::Usage;
@@ -141,7 +141,12 @@ async fn complete(admitted: Admitted) -> Result<pb::CompleteResponse, Status> {
     let mut choices = Vec::with_capacity(admitted.receivers.len());
     let mut counts = Vec::with_capacity(admitted.receivers.len());
     for (index, mut rx) in admitted.receivers.into_iter().enumerate() {
-        let (text, token_ids, done) = collect_text(&mut rx).await.map_err(Status::internal)?;
+        let Collected {
+            text,
+            tokens: token_ids,
+            done,
+            ..
+        } = collect(&mut rx).await.map_err(Status::internal)?;
         counts.push((done.completion_tokens, done.forwards));
         choices.push(pb::Choice {
             index: index as u32,
@@ -236,7 +241,7 @@ impl StreamState {
             None => self.events.next().await,
         };
         match next {
-            Some((index, EngineEvent::Block { text, tokens })) => {
+            Some((index, EngineEvent::Block { text, tokens, .. })) => {
                 Ok(self.message(Event::Block(pb::Block {
                     index: index as u32,
                     text,
