@@ -264,3 +264,34 @@ fn tokenize_and_detokenize_round_trip() {
     assert_eq!(status, 200);
     assert_eq!(body(&text)["version"], env!("CARGO_PKG_VERSION"));
 }
+
+/// The request's `user` is recorded in its admission log line.
+#[test]
+fn the_user_field_is_logged_with_the_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::save_with_tokenizer(&common::tiny_model(3), &dir.path().join("tiny"));
+    let log_path = dir.path().join("serve.log");
+    let port = common::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_t3d"))
+        .args(["serve", "--model", model.to_str().unwrap(), "--threads", "1"])
+        .args(["--port", &port.to_string()])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    common::wait_until("server did not become ready", 60, || {
+        request(port, "GET", "/ready", "").map(|r| r.0) == Some(200)
+    });
+    let body = r#"{"prompt": "1+1", "max_tokens": 4, "user": "alice-42"}"#;
+    let (status, text) = request(port, "POST", "/v1/completions", body).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{text}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let line = log.lines().find(|l| l.contains("admitted"));
+    assert!(
+        line.is_some_and(|l| l.contains("user=\"alice-42\"") || l.contains("user=alice-42")),
+        "{log}"
+    );
+}

@@ -81,6 +81,61 @@ def check_batch_invariance():
     assert together == solo, [(j, a, b) for j, a, b in zip(jobs, solo, together) if a != b]
 
 
+def check_logprobs():
+    """Each text token's log-probability in the forward that unmasked it, in OpenAI's shapes."""
+    plain = {"ignore_eos": True}
+    r = complete("12+7", max_tokens=12, logprobs=2, extra_body=plain)
+    lp = r.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset)
+    assert len(lp.tokens) == r.usage.completion_tokens == 12, lp
+    # Two alternatives each (fewer keys when two tokens decode to the same text).
+    assert all(v <= 0 for v in lp.token_logprobs) and all(1 <= len(t) <= 2 for t in lp.top_logprobs), lp
+    assert lp.text_offset[0] == 0 and lp.text_offset == sorted(lp.text_offset)
+    # Greedy: every committed token is its forward's likeliest (no alternative beats it).
+    assert all(max(top.values()) <= v for top, v in zip(lp.top_logprobs, lp.token_logprobs)), lp
+    chunks = list(complete("12+7", max_tokens=12, logprobs=2, stream=True, extra_body=plain))
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.token_logprobs]
+    assert streamed == lp.token_logprobs, (streamed, lp.token_logprobs)
+    offsets = [o for c in chunks if c.choices and c.choices[0].logprobs for o in c.choices[0].logprobs.text_offset]
+    assert offsets == lp.text_offset, (offsets, lp.text_offset)
+
+    msgs = [{"role": "user", "content": "3+4"}]
+    extra = {"ignore_eos": True, "logprob_steps": True}
+    chat = client.chat.completions.create(model=MODEL, messages=msgs, temperature=0, max_tokens=8,
+                                          logprobs=True, top_logprobs=3, extra_body=extra)
+    content = chat.choices[0].logprobs.content
+    assert len(content) == chat.usage.completion_tokens == 8
+    for entry in content:
+        assert len(entry.top_logprobs) == 3 and entry.top_logprobs[0].logprob == entry.logprob
+        assert entry.bytes == list(entry.token.encode()) and entry.model_extra["step"] >= 1
+    steps = [e.model_extra["step"] for e in content]
+    # Positions of a block unmask in any order, at steps of this request's forwards.
+    assert all(1 <= s <= chat.usage.forward_passes for s in steps) and len(set(steps)) > 1, steps
+    stream = client.chat.completions.create(model=MODEL, messages=msgs, temperature=0, max_tokens=8,
+                                            logprobs=True, top_logprobs=3, stream=True, extra_body=extra)
+    streamed = [e.logprob for c in stream if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert streamed == [e.logprob for e in content]
+    bare = client.chat.completions.create(model=MODEL, messages=msgs, temperature=0, max_tokens=4)
+    assert bare.choices[0].logprobs is None
+
+
+def check_sampling_controls():
+    """min_p, the three penalties and entropy_bound are accepted and change what they should."""
+    base = complete("aaaa", max_tokens=16, extra_body={"ignore_eos": True}).choices[0].text
+    strong = {"ignore_eos": True, "presence_penalty": 2.0, "frequency_penalty": 2.0, "repetition_penalty": 3.0}
+    penalised = complete("aaaa", max_tokens=16, extra_body=strong).choices[0].text
+    assert penalised != base, (penalised, base)
+    r = complete("aaaa", max_tokens=8, extra_body={"min_p": 0.2, "entropy_bound": 0.5,
+                                                    "remasking": "entropy_bounded"})
+    assert r.choices[0].finish_reason in ("stop", "length")
+    # One step per block, so the order positions unmask in (confidence) does not matter.
+    one_step = {"ignore_eos": True, "steps_per_block": 1}
+    r = client.completions.create(model=MODEL, prompt="ab", temperature=1.0, max_tokens=8, seed=3,
+                                  extra_body={"min_p": 1.0, **one_step})
+    greedy = complete("ab", max_tokens=8, extra_body=one_step)
+    assert r.choices[0].text == greedy.choices[0].text, "min_p 1 keeps only the likeliest token"
+
+
 def check_errors():
     big = b'{"prompt": "' + b"a" * (2 << 20) + b'"}'
     cases = [
@@ -93,8 +148,9 @@ def check_errors():
         ("/v1/completions", json.dumps({"prompt": "a", "top_p": 7}).encode(), 400, "top_p"),
         ("/v1/completions", json.dumps({"prompt": "a", "n": 100}).encode(), 400, "n"),
         ("/v1/completions", json.dumps({"prompt": "a", "model": "gpt-9"}).encode(), 404, "model"),
-        ("/v1/completions", json.dumps({"prompt": "a", "logprobs": 3}).encode(), 400, "logprobs"),
-        ("/v1/completions", json.dumps({"prompt": "a", "frequency_penalty": 1.5}).encode(), 400, "frequency_penalty"),
+        ("/v1/completions", json.dumps({"prompt": "a", "logprobs": 21}).encode(), 400, "logprobs"),
+        ("/v1/completions", json.dumps({"prompt": "a", "echo": True}).encode(), 400, "echo"),
+        ("/v1/completions", json.dumps({"prompt": "a", "frequency_penalty": 2.5}).encode(), 400, "frequency_penalty"),
         ("/v1/completions", json.dumps({"prompt": [999999]}).encode(), 400, "prompt"),
         ("/v1/completions", json.dumps({"prompt": "a", "block_size": 3}).encode(), 400, "block_size"),
         ("/v1/completions", json.dumps({"prompt": ""}).encode(), 400, "prompt"),
@@ -141,7 +197,8 @@ def check_metrics():
         f.write(text)
 
 
-for check in [check_models_and_probes, check_completions, check_chat, check_n_and_seed,
-              check_batch_invariance, check_errors, check_metrics]:
+for check in [check_models_and_probes, check_completions, check_chat, check_logprobs,
+              check_sampling_controls, check_n_and_seed, check_batch_invariance, check_errors,
+              check_metrics]:
     check()
     print("ok", check.__name__, flush=True)
