@@ -64,7 +64,7 @@ fn chat_prompts_equal_transformers_apply_chat_template() {
             messages: serde_json::from_value(case["messages"].clone()).unwrap(),
             tools: serde_json::from_value(case["tools"].clone()).unwrap(),
             template_kwargs: serde_json::from_value(case["kwargs"].clone()).unwrap(),
-            tool_choice_none: false,
+            ..ChatInput::default()
         };
         let text = render(&tok, &input).unwrap();
         let ids = tok.encode(&text).unwrap();

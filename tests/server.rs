@@ -273,7 +273,13 @@ fn the_user_field_is_logged_with_the_request() {
     let log_path = dir.path().join("serve.log");
     let port = common::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_t3d"))
-        .args(["serve", "--model", model.to_str().unwrap(), "--threads", "1"])
+        .args([
+            "serve",
+            "--model",
+            model.to_str().unwrap(),
+            "--threads",
+            "1",
+        ])
         .args(["--port", &port.to_string()])
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())

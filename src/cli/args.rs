@@ -9,6 +9,7 @@ pub use super::train_args::{
     CompareArgs, DatasetArgs, DistillArgs, EvalArgs, PromptArgs, RolloutArgs, RunArgs, TrainArgs,
 };
 use crate::engine::{DenoiseParams, GenerationParams, Remasking, SamplingParams, StopParams};
+use crate::server::chat_output::{ReasoningParser, ToolCallParser};
 
 /// t3d: few-step block-diffusion LMs (SDAR) and their T3D distillation.
 #[derive(Debug, Parser)]
@@ -316,6 +317,12 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "T3D_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// How chat answers' tool calls are parsed (auto: as the chat template writes them).
+    #[arg(long, env = "T3D_TOOL_CALL_PARSER", value_enum, default_value_t)]
+    pub tool_call_parser: ToolCallParser,
+    /// How chat answers' reasoning is parsed (auto: as the chat template thinks).
+    #[arg(long, env = "T3D_REASONING_PARSER", value_enum, default_value_t)]
+    pub reasoning_parser: ReasoningParser,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub device: DeviceArgs,

@@ -16,6 +16,7 @@ use crate::admin::{AdminConfig, AdminState};
 use crate::engine::kv_budget::parse_bytes;
 use crate::engine::runner::start_engine_spawner;
 use crate::metrics::Metrics;
+use crate::server::chat_output::Parsers;
 use crate::server::grpc::serve_grpc;
 use crate::server::served::{ModelSlot, ServeOptions, ServedModel};
 use crate::server::{listener, serve, unix_now, AppState};
@@ -61,6 +62,10 @@ pub fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
         kind,
         warm_up_timeout: Duration::from_secs(600),
         cuda_graphs: args.device.cuda_graphs,
+        parsers: Parsers {
+            tool_calls: args.tool_call_parser,
+            reasoning: args.reasoning_parser,
+        },
     };
     let metrics = Arc::new(Metrics::new());
     let served = ServedModel::load(&dir, &options, metrics.clone(), None)?;

@@ -215,7 +215,7 @@ impl Sequence {
             self.first_unmask[i] = self.global_step + 1;
             if let Some(lp) = offered.get_mut(i) {
                 let keep = self.params.sampling.logprobs.unwrap_or(0);
-                let mut lp = std::mem::replace(lp, TokenLogprob::default());
+                let mut lp = std::mem::take(lp);
                 lp.top.truncate(keep);
                 lp.step = self.global_step + 1;
                 self.block_logprobs[i] = Some(lp);

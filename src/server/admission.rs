@@ -29,6 +29,9 @@ pub struct Admitted {
     pub receivers: Vec<UnboundedReceiver<EngineEvent>>,
     /// What a chat answer splits into.
     pub output: OutputParsing,
+    /// Text the answer is made to start with (a forced tool call's head), which its parser
+    /// reads first.
+    pub answer_prefix: String,
 }
 
 /// Tokenises `prompt`, validates `params` and submits every choice to the serving model.
@@ -39,7 +42,7 @@ pub fn admit(
     request_id: &str,
 ) -> Result<Admitted, ApiError> {
     let model = state.served();
-    let (ids, output) = prompt_ids_and_parsing(&model, prompt)?;
+    let (ids, output, answer_prefix) = prompt_ids_and_parsing(&model, prompt)?;
     let validated = validate(params, ids.len(), &model.limits)?;
     tracing::info!(
         request_id,
@@ -56,6 +59,7 @@ pub fn admit(
         validated,
         receivers,
         output,
+        answer_prefix,
     })
 }
 
@@ -87,14 +91,16 @@ pub fn prompt_ids(model: &ServedModel, prompt: &Prompt) -> Result<Vec<i64>, ApiE
     Ok(prompt_ids_and_parsing(model, prompt)?.0)
 }
 
-/// [`prompt_ids`], and what the answer splits into (chat only).
+/// [`prompt_ids`], what the answer splits into and the text it is made to start with (chat
+/// only).
 fn prompt_ids_and_parsing(
     model: &ServedModel,
     prompt: &Prompt,
-) -> Result<(Vec<i64>, OutputParsing), ApiError> {
-    let (ids, parsing) = match prompt {
-        Prompt::Text(text) => (encode(model, text)?, OutputParsing::default()),
-        Prompt::Tokens(ids) => (ids.clone(), OutputParsing::default()),
+) -> Result<(Vec<i64>, OutputParsing, String), ApiError> {
+    let plain = OutputParsing::default();
+    let (ids, parsing, prefix) = match prompt {
+        Prompt::Text(text) => (encode(model, text)?, plain, String::new()),
+        Prompt::Tokens(ids) => (ids.clone(), plain, String::new()),
         Prompt::Chat(messages) => chat_prompt(model, messages)?,
     };
     let vocab = model.vocab_size;
@@ -104,7 +110,7 @@ fn prompt_ids_and_parsing(
             format!("token id {bad} is outside the vocabulary (0..{vocab})"),
         ));
     }
-    Ok((ids, parsing))
+    Ok((ids, parsing, prefix))
 }
 
 /// The single element of a one-prompt batch.
@@ -128,10 +134,11 @@ fn encode(model: &ServedModel, text: &str) -> Result<Vec<i64>, ApiError> {
 fn chat_prompt(
     model: &ServedModel,
     input: &ChatInput,
-) -> Result<(Vec<i64>, OutputParsing), ApiError> {
+) -> Result<(Vec<i64>, OutputParsing, String), ApiError> {
     let text = chat::render(&model.tokenizer, input)?;
-    let parsing = chat::output_parsing(&model.tokenizer, input, &text);
-    Ok((encode(model, &text)?, parsing))
+    let mut parsing = chat::output_parsing(&model.tokenizer, &model.parsers, input, &text);
+    let (text, prefix) = chat::forced_call(input, text, &mut parsing)?;
+    Ok((encode(model, &text)?, parsing, prefix))
 }
 
 /// Submits every choice; on any refusal the receivers already made are dropped (cancelling).

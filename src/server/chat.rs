@@ -4,9 +4,10 @@
 
 use serde_json::{Map, Value};
 
-use super::chat_output::OutputParsing;
+use super::chat_output::{OutputParsing, Parsers};
 use super::error::ApiError;
 use super::schema::{ChatInput, InputMessage, MessageContent};
+use super::tool_choice::ToolChoice;
 use super::validate::{parse_field, parse_optional_field};
 use crate::model::tokenizer::{ChatMessage, RenderOptions};
 use crate::model::TextTokenizer;
@@ -23,21 +24,12 @@ pub fn chat_input(body: &Value) -> Result<ChatInput, ApiError> {
     if let Some(tools) = &tools {
         check_tools(tools)?;
     }
-    match body.get("tool_choice") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(c)) if c == "none" || c == "auto" => {}
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "tool_choice",
-                "only `auto` and `none` are supported",
-            ))
-        }
-    }
+    let tool_choice = ToolChoice::parse(body.get("tool_choice"), tools.as_deref())?;
     Ok(ChatInput {
         messages: parse_field(body, "messages")?,
         tools,
         template_kwargs: parse_optional_field::<Map<String, Value>>(body, "chat_template_kwargs")?,
-        tool_choice_none: body.get("tool_choice") == Some(&Value::String("none".into())),
+        tool_choice,
     })
 }
 
@@ -60,23 +52,59 @@ fn check_tools(tools: &[Value]) -> Result<(), ApiError> {
                 ),
             ));
         }
+        let name = tool["function"]["name"].as_str().unwrap_or_default();
+        let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if name.len() > 64 || !name.chars().all(allowed) {
+            return Err(ApiError::invalid(
+                "tools",
+                format!("tools[{i}]: a function name is 1 to 64 of a-z, A-Z, 0-9, _ and -"),
+            ));
+        }
     }
     Ok(())
 }
 
 /// What an answer to `input` splits into, given its rendered `prompt`: `<think>` reasoning if
-/// the template knows it (the answer starts inside it if the prompt opened it), tool calls if
-/// the request gave tools, did not say `tool_choice: "none"`, and the template writes calls in
-/// the `<tool_call>` form.
-pub fn output_parsing(tokenizer: &TextTokenizer, input: &ChatInput, prompt: &str) -> OutputParsing {
+/// the parsers say so (for `auto`: the template knows it; the answer starts inside it if the
+/// prompt opened it), tool calls if the request gave tools, did not say `tool_choice: "none"`,
+/// and the parsers say so (for `auto`: the template writes calls in the `<tool_call>` form).
+pub fn output_parsing(
+    tokenizer: &TextTokenizer,
+    parsers: &Parsers,
+    input: &ChatInput,
+    prompt: &str,
+) -> OutputParsing {
     let (thinks, writes_calls) = tokenizer.chat_template_conventions();
+    let reasoning = parsers.reasoning(thinks);
     OutputParsing {
-        reasoning: thinks,
-        starts_in_reasoning: thinks && prompt.trim_end().ends_with("<think>"),
-        tool_calls: writes_calls
-            && !input.tool_choice_none
+        reasoning,
+        starts_in_reasoning: reasoning && prompt.trim_end().ends_with("<think>"),
+        tool_calls: parsers.tool_calls(writes_calls)
+            && input.tool_choice != ToolChoice::None
             && input.tools.as_ref().is_some_and(|t| !t.is_empty()),
     }
+}
+
+/// The prompt of `input` for a model whose answers `parsing` splits, and the text the answer is
+/// made to start with (the head of a call `tool_choice` forces; empty otherwise). A forced call
+/// needs a tool-call parser.
+pub fn forced_call(
+    input: &ChatInput,
+    mut prompt: String,
+    parsing: &mut OutputParsing,
+) -> Result<(String, String), ApiError> {
+    if !input.tool_choice.forces_a_call() {
+        return Ok((prompt, String::new()));
+    }
+    if !parsing.tool_calls {
+        return Err(ApiError::invalid(
+            "tool_choice",
+            "this model's answers are not parsed for tool calls (see --tool-call-parser)",
+        ));
+    }
+    prompt.push_str(&input.tool_choice.prompt_suffix(&prompt));
+    parsing.starts_in_reasoning = false;
+    Ok((prompt, input.tool_choice.call_head()))
 }
 
 /// The prompt text of `input` under `tokenizer`'s chat template.
@@ -186,6 +214,11 @@ mod tests {
             ),
             (
                 json!({"messages": [], "tool_choice": "required"}),
+                "tool_choice",
+            ),
+            (
+                json!({"messages": [], "tools": [{"type": "function", "function": {"name": "f"}}],
+                       "tool_choice": {"type": "function", "function": {"name": "g"}}}),
                 "tool_choice",
             ),
             (

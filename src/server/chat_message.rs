@@ -57,12 +57,12 @@ pub struct DeltaStream {
 }
 
 impl DeltaStream {
-    /// The stream of one answer.
-    pub fn new(parsing: OutputParsing) -> Self {
-        Self {
-            parser: OutputParser::new(parsing),
-            calls: 0,
-        }
+    /// The stream of one answer that was made to start with `prefix` (the head of a forced
+    /// call: it opens a call, so reading it settles nothing to send).
+    pub fn new(parsing: OutputParsing, prefix: &str) -> Self {
+        let mut parser = OutputParser::new(parsing);
+        parser.push(prefix);
+        Self { parser, calls: 0 }
     }
 
     /// The `delta`s for the answer's next `text`; with `last`, everything still held too.
@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn a_streamed_answer_becomes_the_same_deltas_in_order() {
-        let mut stream = DeltaStream::new(ALL);
+        let mut stream = DeltaStream::new(ALL, "");
         let mut deltas = Vec::new();
         for chunk in ANSWER.as_bytes().chunks(5) {
             deltas.extend(stream.deltas(std::str::from_utf8(chunk).unwrap(), false));

@@ -15,6 +15,59 @@ const THINK_END: &str = "</think>";
 const CALL: &str = "<tool_call>";
 const CALL_END: &str = "</tool_call>";
 
+/// `--tool-call-parser`: how tool calls are found in answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ToolCallParser {
+    /// Hermes `<tool_call>` JSON when the chat template writes calls that way.
+    #[default]
+    Auto,
+    /// Hermes `<tool_call>` JSON whatever the template.
+    Hermes,
+    /// Never: calls stay text.
+    None,
+}
+
+/// `--reasoning-parser`: how reasoning is found in answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ReasoningParser {
+    /// Qwen3 `<think>…</think>` when the chat template is a thinking one.
+    #[default]
+    Auto,
+    /// Qwen3 `<think>…</think>` whatever the template.
+    Qwen3,
+    /// Never: reasoning stays content.
+    None,
+}
+
+/// The server's parser choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Parsers {
+    /// Tool calls.
+    pub tool_calls: ToolCallParser,
+    /// Reasoning.
+    pub reasoning: ReasoningParser,
+}
+
+impl Parsers {
+    /// Whether to split reasoning, given whether the template thinks.
+    pub fn reasoning(&self, template_thinks: bool) -> bool {
+        match self.reasoning {
+            ReasoningParser::Auto => template_thinks,
+            ReasoningParser::Qwen3 => true,
+            ReasoningParser::None => false,
+        }
+    }
+
+    /// Whether to parse tool calls, given whether the template writes Hermes calls.
+    pub fn tool_calls(&self, template_writes_calls: bool) -> bool {
+        match self.tool_calls {
+            ToolCallParser::Auto => template_writes_calls,
+            ToolCallParser::Hermes => true,
+            ToolCallParser::None => false,
+        }
+    }
+}
+
 /// Which parts to split out of one answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct OutputParsing {

@@ -15,6 +15,7 @@ pub mod routes;
 pub mod schema;
 pub mod served;
 pub mod tokenize;
+pub mod tool_choice;
 pub mod validate;
 
 use std::net::SocketAddr;

@@ -48,6 +48,9 @@ pub struct ResponseMeta {
     pub output: OutputParsing,
     /// How to write log-probabilities, when the request asks for them.
     pub logprobs: Option<LogprobFormat>,
+    /// Text the answer was made to start with (a forced tool call's head): the chat parser
+    /// reads it before the answer.
+    pub answer_prefix: String,
 }
 
 /// One finished choice of a whole response.
@@ -125,7 +128,8 @@ impl ResponseMeta {
                 Endpoint::Completion => json!({"index": i, "text": c.text, "logprobs": logprobs,
                                                "finish_reason": c.finish}),
                 Endpoint::Chat => {
-                    let (message, finish) = chat_message::message(self.output, &c.text, &c.finish);
+                    let text = format!("{}{}", self.answer_prefix, c.text);
+                    let (message, finish) = chat_message::message(self.output, &text, &c.finish);
                     json!({"index": i, "message": message, "logprobs": logprobs,
                            "finish_reason": finish})
                 }
@@ -277,7 +281,7 @@ pub fn sse_stream(
     include_usage: bool,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let n = receivers.len();
-    let meta_output = meta.output;
+    let (meta_output, answer_prefix) = (meta.output, meta.answer_prefix.clone());
     let events = select_all(receivers.into_iter().enumerate().map(|(i, rx)| {
         UnboundedReceiverStream::new(rx)
             .map(move |e| (i, e))
@@ -288,7 +292,9 @@ pub fn sse_stream(
         meta,
         outbox: VecDeque::new(),
         started: vec![false; n],
-        splitters: (0..n).map(|_| DeltaStream::new(meta_output)).collect(),
+        splitters: (0..n)
+            .map(|_| DeltaStream::new(meta_output, &answer_prefix))
+            .collect(),
         held_logprobs: vec![Vec::new(); n],
         text_offsets: vec![0; n],
         remaining: n,

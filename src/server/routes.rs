@@ -63,6 +63,7 @@ async fn respond(
         endpoint,
         prompt_tokens: admitted.prompt.len(),
         output: admitted.output,
+        answer_prefix: admitted.answer_prefix.clone(),
         logprobs: v
             .params
             .sampling

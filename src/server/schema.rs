@@ -172,8 +172,8 @@ pub struct ChatInput {
     pub tools: Option<Vec<serde_json::Value>>,
     /// Extra template variables (`chat_template_kwargs`, e.g. `{"enable_thinking": false}`).
     pub template_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
-    /// `tool_choice: "none"`: the answer's tool calls stay text.
-    pub tool_choice_none: bool,
+    /// `tool_choice`.
+    pub tool_choice: super::tool_choice::ToolChoice,
 }
 
 /// `usage`, with the diffusion extensions.

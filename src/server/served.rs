@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 
+use super::chat_output::Parsers;
 use super::validate::Limits;
 use crate::engine::device_memory::cuda_free_and_total;
 use crate::engine::kv_budget::{self, available_memory, Budget, KvPlan};
@@ -47,6 +48,8 @@ pub struct ServeOptions {
     pub warm_up_timeout: Duration,
     /// Replay decode steps as CUDA graphs (on CUDA).
     pub cuda_graphs: bool,
+    /// How chat answers are parsed for tool calls and reasoning.
+    pub parsers: Parsers,
 }
 
 /// One loaded model with its engine thread.
@@ -63,6 +66,8 @@ pub struct ServedModel {
     pub version: String,
     /// The checkpoint directory.
     pub path: PathBuf,
+    /// How chat answers are parsed for tool calls and reasoning.
+    pub parsers: Parsers,
 }
 
 impl ServedModel {
@@ -140,6 +145,7 @@ impl ServedModel {
             limits,
             version,
             path: dir.to_path_buf(),
+            parsers: opts.parsers,
         })
     }
 }
